@@ -1,0 +1,76 @@
+"""Parameter and MAC counts computed from a :class:`VariantSpec`, without building a model.
+
+Counts follow PyTorch's convention (what the paper and timm report): trainable parameters only,
+so BatchNorm running statistics are not counted. MACs count multiply-accumulates of the
+convolutions, the SE layers and the classifier at a given input size.
+"""
+
+from __future__ import annotations
+
+from .table import LayerPlan, VariantSpec
+
+
+def _conv_out(size: int, stride: int) -> int:
+    """Output size of a 3x3 convolution with padding 1."""
+    return (size + 2 - 3) // stride + 1
+
+
+def _se_params(plan: LayerPlan) -> int:
+    c, r = plan.out_channels, plan.se_channels
+    return 0 if r == 0 else (c * r + r) + (r * c + c)
+
+
+def block_params(plan: LayerPlan, form: str) -> int:
+    """Trainable parameters of one block in ``train`` or ``deploy`` form."""
+    per_group_in = plan.in_channels // plan.groups
+    out = plan.out_channels
+    if form == "deploy":
+        return 9 * per_group_in * out + out + _se_params(plan)
+    branches = (9 * per_group_in * out + 2 * out) + (per_group_in * out + 2 * out)
+    identity = 2 * out if plan.has_identity else 0
+    return branches + identity + _se_params(plan)
+
+
+def head_params(spec: VariantSpec, num_classes: int | None = None) -> int:
+    classes = spec.num_classes if num_classes is None else num_classes
+    return spec.num_features * classes + classes
+
+
+def count_params(spec: VariantSpec, form: str = "deploy", *, include_top: bool = True) -> int:
+    """Total trainable parameters of the whole network."""
+    if form not in ("train", "deploy"):
+        raise ValueError(f"form must be 'train' or 'deploy', not {form!r}")
+    total = sum(block_params(p, form) for p in spec.layers())
+    return total + (head_params(spec) if include_top else 0)
+
+
+def count_macs(spec: VariantSpec, height: int = 224, width: int | None = None, *, include_top: bool = True) -> int:
+    """Multiply-accumulates of the deploy form for one image of ``height`` x ``width``."""
+    h, w = height, height if width is None else width
+    macs = 0
+    for plan in spec.layers():
+        h, w = _conv_out(h, plan.stride), _conv_out(w, plan.stride)
+        macs += h * w * 9 * (plan.in_channels // plan.groups) * plan.out_channels
+        macs += 2 * plan.out_channels * plan.se_channels
+    if include_top:
+        macs += spec.num_features * spec.num_classes
+    return macs
+
+
+def summary(spec: VariantSpec) -> dict:
+    """The figures ``list`` and ``show`` print, in the JSON shape the CLI documents."""
+    return {
+        "name": spec.name,
+        "blocks": list(spec.blocks),
+        "widths": list(spec.widths),
+        "groups": spec.groups,
+        "se": spec.has_se,
+        "params_train": count_params(spec, "train"),
+        "params_deploy": count_params(spec, "deploy"),
+        "gmacs": round(count_macs(spec, 224) / 1e9, 4),
+        "top1": spec.top1_paper,
+        "top1_timm": spec.top1_timm,
+        "input_size": spec.input_size,
+        "crop_pct": spec.crop_pct,
+        "timm_name": spec.timm_name,
+    }

@@ -1,0 +1,27 @@
+"""Shared fixtures.
+
+torch (and timm, which loads torchvision and triton) must be imported before TensorFlow: the
+other order segfaults on these machines (REFERENCE section 6).
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+try:  # torch first, then TensorFlow
+    import timm  # noqa: F401
+    import torch  # noqa: F401
+except ImportError:  # the torch extra is optional for the library, required for the dev suite
+    pass
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    keras.utils.set_random_seed(0)
+    np.random.seed(0)
