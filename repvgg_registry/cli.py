@@ -5,6 +5,7 @@ TensorFlow is imported inside the commands that need it, so ``--help`` and ``lis
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import sys
@@ -179,6 +180,7 @@ def check_fusion(
     """Fuse the train form into the deploy form and prove both give the same logits."""
     spec = _variant(variant)
     height, width = _parse_size(size)
+    _torch_before_tensorflow(weights)
     from .variants.equivalence import check_fusion as run_check
     from .variants.weights import WeightsError
 
@@ -197,6 +199,73 @@ def check_fusion(
         )
     if not result.ok:
         raise typer.Exit(1)
+
+
+@app.command("inspect-weights")
+def inspect_weights(
+    path: Annotated[str, typer.Argument(help="Checkpoint file: .safetensors, .pth, .pt or .bin.")],
+    as_json: JsonOption = False,
+) -> None:
+    """Say what a checkpoint holds: key scheme, form, the variant it fits, tensor count."""
+    _torch_before_tensorflow(path)
+    from .variants.checkpoints import WeightsError, classify, identify_variant, read_state_dict, sha256_of
+
+    try:
+        ckpt = classify(read_state_dict(path), path)
+    except WeightsError as exc:
+        fail(str(exc))
+    spec = identify_variant(ckpt)
+    head = ckpt.tensors.get("head.fc.weight")
+    info = {
+        "path": path,
+        "sha256": sha256_of(path),
+        "scheme": ckpt.scheme,
+        "form": ckpt.form,
+        "variant": spec.name if spec else None,
+        "tensors": len(ckpt.tensors),
+        "parameters": int(sum(t.size for k, t in ckpt.tensors.items() if "running_" not in k)),
+        "num_classes": int(head.shape[0]) if head is not None else None,
+    }
+    if as_json:
+        _print_json(info)
+    else:
+        table = Table(show_header=False, title=f"checkpoint {path}")
+        for key, value in info.items():
+            table.add_row(key, "-" if value is None else str(value))
+        console.print(table)
+    if spec is None:
+        fail(f"{path} is a RepVGG {ckpt.form}-form checkpoint ({ckpt.scheme} keys) that fits no known variant")
+
+
+def _quiet_tensorflow() -> None:
+    """Import TensorFlow with native stderr muted: TF 2.21 logs oneDNN and CUDA probes through
+    absl before any log level applies, which would bury our one-line errors."""
+    if "tensorflow" in sys.modules:
+        return
+    import os
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()  # the CUDA probe logs on first use
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def _torch_before_tensorflow(source: str) -> None:
+    """Import torch before TensorFlow when a torch checkpoint is coming: the other order can
+    crash the process on some machines (triton after tensorflow)."""
+    if source.lower().endswith((".pth", ".pt", ".bin")):
+        # without torch, reading the file explains which extra to install
+        with contextlib.suppress(ImportError):
+            import torch  # noqa: F401
+    _quiet_tensorflow()
 
 
 def main() -> None:  # pragma: no cover - console script entry point

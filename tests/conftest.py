@@ -10,11 +10,11 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-try:  # torch first, then TensorFlow
-    import timm  # noqa: F401
-    import torch  # noqa: F401
-except ImportError:  # the torch extra is optional for the library, required for the dev suite
-    pass
+# isort: off
+import timm  # noqa: F401, E402  (torch first, then TensorFlow)
+import torch  # noqa: F401, E402
+
+# isort: on
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402

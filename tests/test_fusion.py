@@ -54,7 +54,7 @@ def test_deploy_form_is_one_biased_conv_per_block(pair):
     blocks = [layer for layer in deploy.layers if isinstance(layer, RepVGGDeployBlock)]
     spec = deploy._repvgg_build_info.spec
     assert [b.name for b in blocks] == [p.name for p in spec.layers()]
-    for block, plan in zip(blocks, spec.layers()):
+    for block, plan in zip(blocks, spec.layers(), strict=False):
         convs = [s for s in block._flatten_layers(include_self=False) if isinstance(s, keras.layers.Conv2D)]
         assert [c.name for c in convs] == ["reparam_conv"]
         assert convs[0].use_bias and convs[0].kernel_size == (3, 3) and convs[0].groups == plan.groups

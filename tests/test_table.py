@@ -43,7 +43,9 @@ def test_names_are_accepted_in_every_spelling(spelling):
     assert get_variant(spelling).name == "B3g4"
 
 
-@pytest.mark.parametrize(("typo", "nearest"), [("B3g5", "B3g4"), ("a00", "A0"), ("D2", "D2se"), ("RepVGG-B2gg4", "B2g4")])
+@pytest.mark.parametrize(
+    ("typo", "nearest"), [("B3g5", "B3g4"), ("a00", "A0"), ("D2", "D2se"), ("RepVGG-B2gg4", "B2g4")]
+)
 def test_unknown_name_suggests_the_nearest(typo, nearest):
     with pytest.raises(UnknownVariantError) as err:
         get_variant(typo)

@@ -125,7 +125,9 @@ def _read_torch(path: Path) -> dict:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for truncated / foreign files
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise WeightsError(f"cannot read checkpoint {path}: {reason[:200]} (truncated or not a PyTorch file?)") from None
+        raise WeightsError(
+            f"cannot read checkpoint {path}: {reason[:200]} (truncated or not a PyTorch file?)"
+        ) from None
     state = _unwrap(obj, str(path))
     tensors = {}
     for key, value in state.items():
@@ -142,7 +144,9 @@ def _read_safetensors(path: Path) -> dict:
         return load_file(str(path))
     except Exception as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise WeightsError(f"cannot read checkpoint {path}: {reason[:200]} (truncated or not a safetensors file?)") from None
+        raise WeightsError(
+            f"cannot read checkpoint {path}: {reason[:200]} (truncated or not a safetensors file?)"
+        ) from None
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
@@ -210,9 +214,7 @@ def identify_variant(ckpt: Checkpoint) -> VariantSpec | None:
     return None
 
 
-def validate(
-    ckpt: Checkpoint, spec: VariantSpec, *, include_top: bool = True, num_classes: int | None = None
-) -> None:
+def validate(ckpt: Checkpoint, spec: VariantSpec, *, include_top: bool = True, num_classes: int | None = None) -> None:
     """Refuse anything that would load silently wrong: another variant, a missing, unexpected or
     misshapen key, NaN or Inf. The message names the first offending key."""
     expected = expected_shapes(spec, ckpt.form, include_top=include_top, num_classes=num_classes)
@@ -220,9 +222,7 @@ def validate(
     if problem is not None:
         fits = identify_variant(ckpt)
         if fits is not None and fits.name != spec.name:
-            raise WeightsError(
-                f"{ckpt.source} is a {fits.display_name} checkpoint, not {spec.display_name}: {problem}"
-            )
+            raise WeightsError(f"{ckpt.source} is a {fits.display_name} checkpoint, not {spec.display_name}: {problem}")
         raise WeightsError(f"{ckpt.source} does not fit {spec.display_name} ({ckpt.form} form): {problem}")
     for key in expected:
         if not np.all(np.isfinite(ckpt.tensors[key])):
@@ -243,15 +243,21 @@ def download_timm(spec: VariantSpec) -> Path:
     ``HF_ENDPOINT``, ``HF_HUB_OFFLINE`` and its cache)."""
     repo_id = timm_repo_id(spec)
     from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError
 
     try:
         return Path(hf_hub_download(repo_id, "model.safetensors"))
+    except LocalEntryNotFoundError:
+        reason = "the hub is unreachable or HF_HUB_OFFLINE is set, and the file is not in the local cache"
+    except (RepositoryNotFoundError, EntryNotFoundError):
+        reason = "the hub has no such repository or file"
     except Exception as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise WeightsError(
-            f"could not download {repo_id} (model.safetensors): {reason[:160]}; "
-            "pass --weights PATH to a local checkpoint or --weights random"
-        ) from None
+        text = str(exc).strip()
+        reason = text.splitlines()[0][:160] if text else type(exc).__name__
+    raise WeightsError(
+        f"could not download {repo_id} (model.safetensors): {reason[:160]}; "
+        "pass --weights PATH to a local checkpoint or --weights random"
+    )
 
 
 def resolve(source: str | os.PathLike, spec: VariantSpec) -> Checkpoint:

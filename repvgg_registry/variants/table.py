@@ -137,9 +137,7 @@ VARIANTS: tuple[VariantSpec, ...] = (
     VariantSpec("B0", _B_BLOCKS, (1.0, 2.5), top1_paper=75.14, top1_timm=75.158, timm_name="repvgg_b0"),
     VariantSpec("B1", _B_BLOCKS, (2.0, 4.0), top1_paper=78.37, top1_timm=78.370, timm_name="repvgg_b1"),
     VariantSpec("B1g2", _B_BLOCKS, (2.0, 4.0), groups=2, top1_paper=77.78),
-    VariantSpec(
-        "B1g4", _B_BLOCKS, (2.0, 4.0), groups=4, top1_paper=77.58, top1_timm=77.608, timm_name="repvgg_b1g4"
-    ),
+    VariantSpec("B1g4", _B_BLOCKS, (2.0, 4.0), groups=4, top1_paper=77.58, top1_timm=77.608, timm_name="repvgg_b1g4"),
     VariantSpec("B2", _B_BLOCKS, (2.5, 5.0), top1_paper=78.78, top1_timm=78.788, timm_name="repvgg_b2"),
     VariantSpec("B2g2", _B_BLOCKS, (2.5, 5.0), groups=2, notes="accuracy not reported"),
     VariantSpec(
@@ -154,9 +152,7 @@ VARIANTS: tuple[VariantSpec, ...] = (
     ),
     VariantSpec("B3", _B_BLOCKS, (3.0, 5.0), top1_paper=80.52, top1_timm=80.528, timm_name="repvgg_b3"),
     VariantSpec("B3g2", _B_BLOCKS, (3.0, 5.0), groups=2, notes="accuracy not reported"),
-    VariantSpec(
-        "B3g4", _B_BLOCKS, (3.0, 5.0), groups=4, top1_paper=80.21, top1_timm=80.224, timm_name="repvgg_b3g4"
-    ),
+    VariantSpec("B3g4", _B_BLOCKS, (3.0, 5.0), groups=4, top1_paper=80.21, top1_timm=80.224, timm_name="repvgg_b3g4"),
     VariantSpec(
         "D2se",
         (8, 14, 24, 1),
