@@ -9,12 +9,14 @@ import contextlib
 import json
 import re
 import sys
+from pathlib import Path
 from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from .progress import RichPhases
 from .variants.complexity import count_macs, summary
 from .variants.table import VARIANTS, UnknownVariantError, VariantSpec, get_variant
 
@@ -235,6 +237,53 @@ def inspect_weights(
         console.print(table)
     if spec is None:
         fail(f"{path} is a RepVGG {ckpt.form}-form checkpoint ({ckpt.scheme} keys) that fits no known variant")
+
+
+@app.command()
+def build(
+    variant: Annotated[str, typer.Argument(help="Variant name, e.g. B3g4.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder to create (feature_vector/, classification/).")],
+    weights: WeightsOption = "timm",
+    seed: Annotated[int, typer.Option("--seed", help="Seed for --weights random.")] = 0,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --out folder.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Build the fused TF Hub SavedModels (feature vector and classifier) of a variant."""
+    spec = _variant(variant)
+    _torch_before_tensorflow(weights)
+    from .publish.build import BuildError, build_artifacts
+    from .variants.checkpoints import WeightsError
+
+    with RichPhases(f"{spec.display_name}") as reporter:
+        try:
+            result = build_artifacts(spec, out, weights=weights, seed=seed, overwrite=overwrite, reporter=reporter)
+        except (WeightsError, BuildError) as exc:
+            reporter.stop()
+            fail(str(exc))
+    summary_rows = {
+        "variant": result.variant,
+        "out": str(result.out_dir),
+        "artifacts": {task: str(path) for task, path in result.artifacts.items()},
+        "max_abs_diff": result.max_abs_diff,
+        "weights": result.metadata["classification"]["weights"],
+        "timings_s": {k: round(v, 3) for k, v in result.timings.items()},
+    }
+    if as_json:
+        _print_json(summary_rows)
+        return
+    table = Table(title=f"built {spec.display_name}", header_style="bold")
+    for column in ("task", "path", "params", "output"):
+        table.add_column(column)
+    for task, path in result.artifacts.items():
+        meta = result.metadata[task]
+        output = meta["output"]
+        width = output.get("num_classes", output.get("num_features"))
+        table.add_row(task, str(path), f"{meta['params']:,}", f"{output['name']} [batch, {width}]")
+    console.print(table)
+    console.print(
+        f"check: max abs diff vs the train form {result.max_abs_diff:.2e}; "
+        + ", ".join(f"{k} {v:.1f}s" for k, v in result.timings.items())
+    )
 
 
 def _quiet_tensorflow() -> None:

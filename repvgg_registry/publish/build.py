@@ -1,0 +1,234 @@
+"""Turn a variant and its weights into the two TF Hub artifacts, checked before they appear.
+
+Phases: build (train form), weights, fuse, export (both SavedModels into a staging folder), check
+(reload from disk and compare with the train form at the default size and a non-square size).
+Only a build that passes the check is renamed into place, so a failed build leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from .. import __version__
+from ..variants.builder import build_model
+from ..variants.complexity import count_macs, count_params
+from ..variants.equivalence import RTOL, compare_outputs
+from ..variants.fusion import fuse
+from ..variants.table import IMAGENET_MEAN, IMAGENET_STD, VariantSpec, get_variant
+from ..variants.weights import LoadedWeights, load_weights
+from .card import model_card
+from .hub_module import OUTPUT_KEYS, TASKS, RepVGGHubModule
+from .labels import labels_text, synsets_text
+
+PHASES = ("build", "weights", "fuse", "export", "check")
+LICENSE = "MIT"
+
+
+class BuildError(RuntimeError):
+    """The artifact failed its check or could not be written; nothing was left behind."""
+
+
+class Reporter:
+    """Progress hooks; the CLI passes a rich implementation, the library default is silent."""
+
+    @contextlib.contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        yield
+
+
+@dataclass
+class BuildResult:
+    variant: str
+    out_dir: Path
+    artifacts: dict[str, Path]
+    metadata: dict[str, dict]
+    max_abs_diff: float
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def _normalise(images: np.ndarray) -> np.ndarray:
+    return ((images - np.asarray(IMAGENET_MEAN, np.float32)) / np.asarray(IMAGENET_STD, np.float32)).astype(np.float32)
+
+
+def check_sizes(spec: VariantSpec) -> list[tuple[int, int]]:
+    """The default square size and a non-square one (3/4 of the height)."""
+    size = spec.input_size
+    return [(size, size), (size * 3 // 4, size)]
+
+
+def _weights_record(loaded: LoadedWeights | None, source: str, seed: int) -> dict:
+    if loaded is None:
+        return {"source": "random", "seed": seed, "sha256": None, "scheme": None, "form": None}
+    return {
+        "source": source if source == "timm" else Path(loaded.path).name,
+        "file": Path(loaded.path).name,
+        "sha256": loaded.sha256,
+        "scheme": loaded.scheme,
+        "form": loaded.form,
+    }
+
+
+def artifact_metadata(spec: VariantSpec, task: str, weights: dict, max_abs_diff: float, num_classes: int) -> dict:
+    """Everything a consumer or the registry needs to know about one artifact."""
+    size = spec.input_size
+    return {
+        "format": "tf-hub-reusable-savedmodel",
+        "variant": spec.name,
+        "display_name": spec.display_name,
+        "task": task,
+        "form": "fused",
+        "input": {
+            "name": "images",
+            "dtype": "float32",
+            "shape": [None, None, None, 3],
+            "range": [0.0, 1.0],
+            "channels": "RGB",
+            "default_size": size,
+            "crop_pct": spec.crop_pct,
+            "resize_to": int(round(size / spec.crop_pct)),
+            "normalization": {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "inside_model": True},
+        },
+        "output": (
+            {"name": "logits", "num_classes": num_classes, "background_class": False, "labels": "assets/labels.txt"}
+            if task == "classification"
+            else {"name": "feature_vector", "num_features": spec.num_features}
+        ),
+        "signature": {"serving_default": {"inputs": ["images"], "outputs": [OUTPUT_KEYS[task]]}},
+        "weights": weights,
+        "fusion": {"max_abs_diff": max_abs_diff, "rtol": RTOL, "reference": "train-time multi-branch form"},
+        "params": count_params(spec, "deploy", include_top=task == "classification"),
+        "gmacs_224": round(count_macs(spec, 224, include_top=task == "classification") / 1e9, 4),
+        "gmacs_default": round(count_macs(spec, size, include_top=task == "classification") / 1e9, 4),
+        "top1": spec.top1_paper,
+        "license": LICENSE,
+        "tool": {
+            "repvgg_registry": __version__,
+            "tensorflow": tf.__version__,
+            "keras": keras.__version__,
+        },
+        "created": datetime.now(timezone.utc).replace(microsecond=0).isoformat(),
+    }
+
+
+def _check(artifacts: dict[str, Path], train: keras.Model, features: keras.Model, spec: VariantSpec, seed: int):
+    """Reload each artifact from disk; compare with the train form on two sizes. Returns the
+    worst diff, or raises BuildError."""
+    worst = 0.0
+    rng = np.random.default_rng(seed)
+    for height, width in check_sizes(spec):
+        images = rng.random((2, height, width, 3), dtype=np.float32)
+        normalised = _normalise(images)
+        references = {
+            "classification": np.asarray(train(normalised, training=False)),
+            "feature_vector": np.asarray(features(normalised, training=False)),
+        }
+        for task, folder in artifacts.items():
+            loaded = tf.saved_model.load(str(folder))
+            served = loaded.signatures["serving_default"](images=tf.constant(images))[OUTPUT_KEYS[task]].numpy()
+            diff, max_ref, tol = compare_outputs(references[task], served)
+            if not np.isfinite(diff) or diff > tol:
+                raise BuildError(
+                    f"{spec.display_name} {task} artifact differs from the train form at {height}x{width}: "
+                    f"max abs diff {diff:.3e} > {tol:.3e}; nothing was written"
+                )
+            worst = max(worst, diff)
+    return worst
+
+
+def build_artifacts(
+    variant: VariantSpec | str,
+    out_dir: str | os.PathLike,
+    *,
+    weights: str = "random",
+    seed: int = 0,
+    overwrite: bool = False,
+    reporter: Reporter | None = None,
+    on_staged: Callable[[Path], None] | None = None,
+) -> BuildResult:
+    """Build ``out_dir/feature_vector`` and ``out_dir/classification`` for ``variant``.
+
+    ``weights`` is ``random`` (seeded, reproducible), ``timm`` or a checkpoint path. The output
+    appears only after the reloaded artifacts match the train form.
+    """
+    spec = get_variant(variant)
+    reporter = reporter or Reporter()
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not overwrite:
+        raise BuildError(f"{out_dir} already exists; choose another --out or pass --overwrite")
+    timings: dict[str, float] = {}
+
+    def timed(name: str):
+        @contextlib.contextmanager
+        def run():
+            start = time.perf_counter()
+            with reporter.phase(name):
+                yield
+            timings[name] = time.perf_counter() - start
+
+        return run()
+
+    with timed("build"):
+        keras.utils.set_random_seed(seed)
+        train = build_model(spec, "train")
+    with timed("weights"):
+        loaded = None if weights in (None, "random") else load_weights(train, weights)
+    with timed("fuse"):
+        deploy = fuse(train)
+        features = keras.Model(train.input, train.get_layer("pool").output)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.staging-", dir=out_dir.parent))
+    try:
+        with timed("export"):
+            artifacts = {}
+            labels_dir = staging / ".labels"
+            labels_dir.mkdir()
+            (labels_dir / "labels.txt").write_text(labels_text())
+            (labels_dir / "synsets.txt").write_text(synsets_text())
+            class_files = [labels_dir / "labels.txt", labels_dir / "synsets.txt"]
+            for task in TASKS:
+                module = RepVGGHubModule(deploy, task, assets=class_files if task == "classification" else ())
+                artifacts[task] = staging / task
+                module.save(artifacts[task])
+        with timed("check"):
+            max_diff = _check(artifacts, train, features, spec, seed)
+            record = _weights_record(loaded, str(weights), seed)
+            metadata = {}
+            for task, folder in artifacts.items():
+                metadata[task] = artifact_metadata(spec, task, record, max_diff, deploy.output.shape[-1])
+                (folder / "metadata.json").write_text(json.dumps(metadata[task], indent=2, sort_keys=True) + "\n")
+                (folder / "README.md").write_text(model_card(metadata[task]))
+        shutil.rmtree(labels_dir)
+        if on_staged is not None:
+            on_staged(staging)
+        _replace(staging, out_dir, overwrite)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    final = {task: out_dir / task for task in artifacts}
+    return BuildResult(spec.name, out_dir, final, metadata, max_diff, timings)
+
+
+def _replace(staging: Path, out_dir: Path, overwrite: bool) -> None:
+    """Move the staged build into place; an existing one is swapped out only with ``overwrite``."""
+    if out_dir.exists():
+        if not overwrite:
+            raise BuildError(f"{out_dir} already exists; choose another --out or pass --overwrite")
+        old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
+        os.rename(out_dir, old)
+        os.rename(staging, out_dir)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.rename(staging, out_dir)

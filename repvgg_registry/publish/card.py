@@ -1,0 +1,104 @@
+"""The README.md model card that travels inside each artifact (and, later, to model hubs)."""
+
+from __future__ import annotations
+
+_TASK_TITLE = {"feature_vector": "image feature vector", "classification": "image classifier"}
+_PIPELINE = {"feature_vector": "image-feature-extraction", "classification": "image-classification"}
+
+
+def yaml_header(meta: dict, extra_tags: tuple[str, ...] = ()) -> str:
+    """Hugging Face style front matter: tf-keras SavedModels, the task, license and data."""
+    tags = ["repvgg", "tensorflow", "tf-hub", "savedmodel", "image-classification", *extra_tags]
+    lines = [
+        "---",
+        "library_name: tf-keras",
+        f"pipeline_tag: {_PIPELINE[meta['task']]}",
+        f"license: {meta['license'].lower()}",
+        "datasets:",
+        "- imagenet-1k",
+        "tags:",
+        *[f"- {tag}" for tag in dict.fromkeys(tags)],
+        "---",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def model_card(meta: dict, *, handle: str | None = None) -> str:
+    """Markdown card with the numbers, the provenance and copy-paste snippets."""
+    task = meta["task"]
+    name = meta["display_name"]
+    size = meta["input"]["default_size"]
+    where = handle or "path/to/this/folder"
+    output = meta["output"]
+    if task == "classification":
+        out_line = (
+            f"`logits`: float32 `[batch, {output['num_classes']}]`, ImageNet-1k classes 0..999 in "
+            "`assets/labels.txt` (WordNet ids in `assets/synsets.txt`). **No background class**: 1000 "
+            "outputs, not the 1001 of Google's TF Hub classifiers."
+        )
+        head = "tf_keras.layers.Softmax()"
+    else:
+        out_line = f"`feature_vector`: float32 `[batch, {output['num_features']}]`, globally pooled features."
+        head = "tf_keras.layers.Dense(5)"
+    weights = meta["weights"]
+    provenance = weights["source"]
+    if weights.get("sha256"):
+        provenance += f" (sha256 `{weights['sha256']}`)"
+    return f"""{yaml_header(meta)}
+# {name} {_TASK_TITLE[task]} (fused, TF Hub SavedModel)
+
+RepVGG ([Ding et al., 2021](https://arxiv.org/abs/2101.03697)) after structural
+re-parameterization: every block is one 3x3 convolution + ReLU. Built by repvgg-registry
+{meta["tool"]["repvgg_registry"]} with TensorFlow {meta["tool"]["tensorflow"]}.
+
+| | |
+|---|---|
+| variant | {meta["variant"]} |
+| task | {task} |
+| parameters | {meta["params"]:,} |
+| GMACs | {meta["gmacs_224"]:.2f} at 224x224, {meta["gmacs_default"]:.2f} at {size}x{size} |
+| reference top-1 (ImageNet-1k) | {meta["top1"] if meta["top1"] is not None else "not reported"} |
+| weights | {provenance} |
+| fusion check | max abs diff {meta["fusion"]["max_abs_diff"]:.2e} vs the train-time form |
+
+## Input and output
+
+* `images`: float32 `[batch, height, width, 3]`, RGB in [0, 1], any height and width
+  (default {size}x{size}: resize the short side to {meta["input"]["resize_to"]} and centre-crop).
+  ImageNet mean/std normalisation happens inside the model.
+* {out_line}
+
+## Use
+
+tf_keras with `tensorflow_hub` (fine-tunable, `trainable=True`):
+
+```python
+import tf_keras, tensorflow_hub as hub
+model = tf_keras.Sequential([
+    tf_keras.Input(({size}, {size}, 3)),
+    hub.KerasLayer("{where}", trainable=True),
+    {head},
+])
+```
+
+Keras 3:
+
+```python
+import keras
+layer = keras.layers.TFSMLayer("{where}", call_endpoint="serving_default")
+inputs = keras.Input(({size}, {size}, 3))
+outputs = layer(inputs)["{"logits" if task == "classification" else "feature_vector"}"]
+model = keras.Model(inputs, outputs)
+```
+
+TensorFlow:
+
+```python
+import tensorflow as tf
+obj = tf.saved_model.load("{where}")
+y = obj(images)                                   # reusable __call__(images, training=False)
+y = obj.signatures["serving_default"](images=images)["{"logits" if task == "classification" else "feature_vector"}"]
+```
+
+License: {meta["license"]}.
+"""

@@ -1,0 +1,140 @@
+"""The fused network as a TF Hub Reusable SavedModel.
+
+Why not ``keras.Model.export``: Keras 3's export has no ``__call__`` (so ``hub.KerasLayer`` cannot
+fine-tune it) and stores every weight twice. This module instead copies the deploy model's weights
+into its own ``tf.Variable``s once and writes the forward pass with plain ``tf.nn`` ops:
+
+* the root has ``__call__(images, training=False)`` traced for both values of ``training``,
+* ``variables``, ``trainable_variables`` and ``regularization_losses`` are saved attributes
+  (tf.Module's own are read-only properties that are not saved, so they are shadowed here),
+* a ``serving_default`` signature takes ``images`` and returns a dict.
+
+Input: float32 ``[batch, height, width, 3]`` RGB in [0, 1], any size; ImageNet normalisation is
+inside the graph. 3x3 convolutions use explicit symmetric padding (PyTorch's ``padding=1``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from ..variants.blocks import RepVGGDeployBlock
+from ..variants.builder import build_info
+from ..variants.table import IMAGENET_MEAN, IMAGENET_STD
+
+TASKS = ("feature_vector", "classification")
+OUTPUT_KEYS = {"feature_vector": "feature_vector", "classification": "logits"}
+_PAD = [[0, 0], [1, 1], [1, 1], [0, 0]]
+
+
+@dataclass(frozen=True)
+class _BlockOps:
+    """Static description of one block's ops; indices point into the module's variable list."""
+
+    kernel: int
+    bias: int
+    stride: int
+    se: tuple[int, int, int, int] | None  # down kernel, down bias, up kernel, up bias
+
+
+class RepVGGHubModule(tf.Module):
+    """A Reusable SavedModel of a fused RepVGG for one task."""
+
+    # Shadow tf.Module's read-only properties with plain, saved attributes.
+    variables = None
+    trainable_variables = None
+    regularization_losses = None
+
+    def __init__(self, deploy_model: keras.Model, task: str, *, assets: Sequence[Path] = ()) -> None:
+        super().__init__(name=f"repvgg_{build_info(deploy_model).spec.hub_name}_{task}")
+        info = build_info(deploy_model)
+        if info.form != "deploy":
+            raise ValueError("RepVGGHubModule wraps the fused (deploy) model; call fuse() first")
+        if task not in TASKS:
+            raise ValueError(f"task must be one of {TASKS}, not {task!r}")
+        if task == "classification" and not info.include_top:
+            raise ValueError("the classification task needs a model with its classifier head")
+        self.task = task
+        self.spec_name = info.spec.name
+        params: list[tf.Variable] = []
+
+        def add(value, name: str) -> int:
+            params.append(tf.Variable(np.asarray(value, np.float32), name=name, trainable=True))
+            return len(params) - 1
+
+        blocks = []
+        for plan in info.spec.layers():
+            layer = deploy_model.get_layer(plan.name)
+            assert isinstance(layer, RepVGGDeployBlock)
+            kernel, bias = layer.reparam_conv.get_weights()
+            k = add(kernel, f"{plan.name}_kernel")
+            b = add(bias, f"{plan.name}_bias")
+            se = None
+            if layer.se is not None:
+                dk, db = layer.se.down.get_weights()
+                uk, ub = layer.se.up.get_weights()
+                se = (
+                    add(dk, f"{plan.name}_se_down_kernel"),
+                    add(db, f"{plan.name}_se_down_bias"),
+                    add(uk, f"{plan.name}_se_up_kernel"),
+                    add(ub, f"{plan.name}_se_up_bias"),
+                )
+            blocks.append(_BlockOps(k, b, plan.stride, se))
+        head = None
+        if task == "classification":
+            hk, hb = deploy_model.get_layer("head").get_weights()
+            head = (add(hk, "head_kernel"), add(hb, "head_bias"))
+            self.num_outputs = int(hk.shape[1])
+        else:
+            self.num_outputs = info.spec.num_features
+
+        self.variables = list(params)
+        self.trainable_variables = list(params)
+        self.regularization_losses = []
+        # Files copied into assets/ under their own names (labels.txt, synsets.txt).
+        self.assets = [tf.saved_model.Asset(str(path)) for path in assets]
+        self._blocks = tuple(blocks)  # plain data, not trackable
+        self._head = head
+        self._mean = tf.constant(IMAGENET_MEAN, tf.float32)
+        self._std = tf.constant(IMAGENET_STD, tf.float32)
+
+        self.__call__ = tf.function(self._forward)
+        spec = tf.TensorSpec([None, None, None, 3], tf.float32, name="images")
+        for training in (False, True):
+            self.__call__.get_concrete_function(spec, training)
+        self.serve = tf.function(self._serve, input_signature=[spec])
+
+    def _forward(self, images, training=False):
+        """Normalise, run the fused blocks, pool, and for classification apply the head."""
+        del training  # the fused network has no BatchNorm or dropout: same graph either way
+        p = self.variables
+        x = (tf.convert_to_tensor(images, tf.float32) - self._mean) / self._std
+        for block in self._blocks:
+            x = tf.nn.conv2d(x, p[block.kernel], strides=block.stride, padding=_PAD)
+            x = tf.nn.bias_add(x, p[block.bias])
+            if block.se is not None:
+                dk, db, uk, ub = (p[i] for i in block.se)
+                gate = tf.reduce_mean(x, axis=[1, 2])
+                gate = tf.nn.relu(tf.matmul(gate, dk) + db)
+                gate = tf.sigmoid(tf.matmul(gate, uk) + ub)
+                x = x * gate[:, None, None, :]
+            x = tf.nn.relu(x)
+        x = tf.reduce_mean(x, axis=[1, 2])
+        if self._head is not None:
+            x = tf.matmul(x, p[self._head[0]]) + p[self._head[1]]
+        return x
+
+    def _serve(self, images):
+        return {OUTPUT_KEYS[self.task]: self.__call__(images, training=False)}
+
+    def save(self, path: str | Path) -> None:
+        tf.saved_model.save(
+            self,
+            str(path),
+            signatures={"serving_default": self.serve.get_concrete_function()},
+        )

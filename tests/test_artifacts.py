@@ -1,0 +1,197 @@
+"""The TF Hub artifacts, verified with the real consumers: hub.KerasLayer in tf_keras (inference and
+fine-tuning), Keras 3 TFSMLayer (inference and fit), tf.saved_model.load and saved_model_cli."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_hub as hub
+import tf_keras
+import torch_reference as ref
+from typer.testing import CliRunner
+
+from repvgg_registry.cli import app
+from repvgg_registry.publish import build as build_mod
+from repvgg_registry.publish.build import BuildError, build_artifacts
+from repvgg_registry.variants import build_model, count_params, get_variant
+from repvgg_registry.variants.checkpoints import sha256_of
+from repvgg_registry.variants.equivalence import sample_images
+
+SIZES = [(160, 160), (224, 224), (256, 256), (192, 256)]
+MEAN = np.array([0.485, 0.456, 0.406], np.float32)
+STD = np.array([0.229, 0.224, 0.225], np.float32)
+
+
+@pytest.fixture(scope="module")
+def a0_checkpoint(tmp_path_factory):
+    """A0 with random weights and randomised BN statistics (via timm), as .safetensors."""
+    root = tmp_path_factory.mktemp("weights")
+    x = np.clip(sample_images(2, 224, 224, seed=2) * 0.25 + 0.5, 0, 1)
+    model = ref.timm_model(get_variant("A0"), [(x - MEAN) / STD], seed=21)
+    return ref.save_timm_safetensors(model, root / "a0.safetensors")
+
+
+@pytest.fixture(scope="module")
+def built(a0_checkpoint, tmp_path_factory):
+    out = tmp_path_factory.mktemp("build") / "a0"
+    return build_artifacts("A0", out, weights=str(a0_checkpoint))
+
+
+@pytest.fixture(scope="module")
+def deploy(a0_checkpoint):
+    return build_model("A0", "deploy", weights=str(a0_checkpoint))
+
+
+def _images(height, width, batch=2, seed=0):
+    return np.random.default_rng(seed).random((batch, height, width, 3), dtype=np.float32)
+
+
+def _ours(deploy, images, features=False):
+    model = keras.Model(deploy.input, deploy.get_layer("pool").output) if features else deploy
+    return np.asarray(model((images - MEAN) / STD))
+
+
+def test_layout_metadata_labels_and_card(built, a0_checkpoint):
+    for task in ("feature_vector", "classification"):
+        folder = built.out_dir / task
+        assert (folder / "saved_model.pb").is_file() and (folder / "variables").is_dir()
+        meta = json.loads((folder / "metadata.json").read_text())
+        for key in ("variant", "task", "form", "input", "weights", "fusion", "params", "gmacs_224", "tool", "license"):
+            assert key in meta
+        assert meta["variant"] == "A0" and meta["task"] == task and meta["form"] == "fused"
+        assert meta["input"]["default_size"] == 224 and meta["input"]["crop_pct"] == 0.875
+        assert meta["input"]["normalization"]["std"] == [0.229, 0.224, 0.225]
+        assert meta["weights"]["sha256"] == sha256_of(a0_checkpoint) and meta["weights"]["scheme"] == "timm"
+        assert 0 <= meta["fusion"]["max_abs_diff"] < 1e-3
+        assert meta["tool"]["tensorflow"] == tf.__version__ and meta["tool"]["keras"] == keras.__version__
+        card = (folder / "README.md").read_text()
+        assert "library_name: tf-keras" in card and "hub.KerasLayer" in card and "TFSMLayer" in card
+        assert "tf.saved_model.load" in card
+    cls = json.loads((built.out_dir / "classification" / "metadata.json").read_text())
+    assert cls["output"] == {
+        "name": "logits",
+        "num_classes": 1000,
+        "background_class": False,
+        "labels": "assets/labels.txt",
+    }
+    assert "No background class" in (built.out_dir / "classification" / "README.md").read_text()
+    labels = (built.out_dir / "classification" / "assets" / "labels.txt").read_text().splitlines()
+    assert len(labels) == 1000 and labels[0] == "tench" and labels[999] == "toilet tissue"
+    fv = json.loads((built.out_dir / "feature_vector" / "metadata.json").read_text())
+    assert fv["output"] == {"name": "feature_vector", "num_features": 1280}
+
+
+def test_weights_are_stored_once(built):
+    spec = get_variant("A0")
+    for task, include_top in (("feature_vector", False), ("classification", True)):
+        folder = built.out_dir / task / "variables"
+        size = sum(f.stat().st_size for f in folder.iterdir())
+        assert size <= 1.05 * 4 * count_params(spec, "deploy", include_top=include_top), task
+
+
+def test_reusable_savedmodel_contract(built):
+    obj = tf.saved_model.load(str(built.out_dir / "feature_vector"))
+    assert len(obj.variables) == len(obj.trainable_variables) > 0
+    assert list(obj.regularization_losses) == []
+    x = tf.constant(_images(96, 128))
+    for training in (False, True):
+        assert obj(x, training=training).shape == (2, 1280)
+    sig = obj.signatures["serving_default"]
+    assert list(sig.structured_outputs) == ["feature_vector"]
+    assert sig.structured_outputs["feature_vector"].shape.as_list() == [None, 1280]
+    assert sig(images=x)["feature_vector"].shape == (2, 1280)
+
+
+@pytest.mark.parametrize(("height", "width"), SIZES)
+def test_hub_keraslayer_in_tf_keras_equals_our_deploy_model(built, deploy, height, width):
+    images = _images(height, width, seed=height + width)
+    for task, features in (("classification", False), ("feature_vector", True)):
+        model = tf_keras.Sequential([tf_keras.Input((height, width, 3)), hub.KerasLayer(str(built.out_dir / task))])
+        got = model.predict(images, verbose=0)
+        expected = _ours(deploy, images, features=features)
+        assert np.abs(got - expected).max() <= 1e-5 * max(1.0, np.abs(expected).max()), (task, height, width)
+
+
+def test_hub_keraslayer_fine_tunes(built):
+    backbone = hub.KerasLayer(str(built.out_dir / "feature_vector"), trainable=True)
+    model = tf_keras.Sequential([tf_keras.Input((64, 64, 3)), backbone, tf_keras.layers.Dense(5)])
+    assert len(backbone.trainable_weights) > 0
+    before = [w.numpy().copy() for w in backbone.trainable_weights]
+    model.compile(
+        optimizer=tf_keras.optimizers.SGD(0.01),
+        loss=tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    history = model.fit(_images(64, 64, batch=4), np.array([0, 1, 2, 3]), epochs=2, batch_size=4, verbose=0)
+    assert all(np.isfinite(history.history["loss"]))
+    after = [w.numpy() for w in backbone.trainable_weights]
+    assert any(not np.array_equal(a, b) for a, b in zip(before, after, strict=True))
+
+
+def test_keras3_tfsmlayer_inference_and_fit(built, deploy):
+    layer = keras.layers.TFSMLayer(
+        str(built.out_dir / "feature_vector"), call_endpoint="serving_default", trainable=True
+    )
+    inputs = keras.Input((64, 64, 3))
+    features = layer(inputs)["feature_vector"]
+    model = keras.Model(inputs, keras.layers.Dense(3)(features))
+    images = _images(64, 64, batch=4)
+    head_free = keras.Model(inputs, features)
+    np.testing.assert_allclose(np.asarray(head_free(images)), _ours(deploy, images, features=True), atol=1e-4)
+    model.compile(optimizer="sgd", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    history = model.fit(images, np.array([0, 1, 2, 0]), epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+
+
+def test_saved_model_cli_lists_the_signature(built):
+    cli = Path(sys.executable).parent / "saved_model_cli"
+    proc = subprocess.run(
+        [str(cli), "show", "--dir", str(built.out_dir / "classification"), "--all"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "serving_default" in proc.stdout and "images" in proc.stdout and "logits" in proc.stdout
+
+
+def test_same_input_same_artifact(built, a0_checkpoint, tmp_path):
+    again = build_artifacts("A0", tmp_path / "again", weights=str(a0_checkpoint))
+    for task in ("feature_vector", "classification"):
+        first = built.out_dir / task / "variables"
+        second = again.out_dir / task / "variables"
+        assert sorted(p.name for p in first.iterdir()) == sorted(p.name for p in second.iterdir())
+        for f in first.iterdir():
+            assert f.read_bytes() == (second / f.name).read_bytes(), f.name
+        m1 = json.loads((built.out_dir / task / "metadata.json").read_text())
+        m2 = json.loads((again.out_dir / task / "metadata.json").read_text())
+        m1.pop("created"), m2.pop("created")
+        assert m1 == m2
+
+
+def test_failed_check_leaves_nothing(monkeypatch, tmp_path):
+    def disagree(reference, candidate):
+        return 1.0, 1.0, 1e-4
+
+    monkeypatch.setattr(build_mod, "compare_outputs", disagree)
+    with pytest.raises(BuildError, match="differs from the train form"):
+        build_artifacts("A0", tmp_path / "out")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_existing_output_is_refused_and_cli_errors_are_one_line(built, tmp_path):
+    with pytest.raises(BuildError, match="already exists"):
+        build_artifacts("A0", built.out_dir)
+    runner = CliRunner()
+    result = runner.invoke(
+        app, ["build", "A0", "--weights", str(tmp_path / "missing.pth"), "--out", str(tmp_path / "x")]
+    )
+    assert result.exit_code == 2 and "checkpoint file not found" in result.stderr
+    assert not (tmp_path / "x").exists() and list(tmp_path.iterdir()) == []
