@@ -38,6 +38,23 @@ WeightsOption = Annotated[
 ]
 
 
+HubOption = Annotated[
+    str | None,
+    typer.Option(
+        "--hub",
+        help="Hub folder (default: $REPVGG_REGISTRY_HUB, else ~/.local/share/repvgg-registry/hub).",
+        show_default=False,
+    ),
+]
+NamespaceOption = Annotated[str, typer.Option("--namespace", help="Handle namespace.")]
+
+
+def _hub(location: str | None, namespace: str = "repvgg"):
+    from .registry import open_hub
+
+    return open_hub(location, namespace=namespace)
+
+
 def fail(message: str, code: int = 2) -> NoReturn:
     """Print one line to stderr and exit non-zero."""
     err_console.print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)
@@ -75,9 +92,15 @@ def _top1(value: float | None) -> str:
 
 
 @app.command("list")
-def list_variants(as_json: JsonOption = False) -> None:
-    """List every RepVGG variant with its shape, size, cost and reference accuracy."""
-    rows = [summary(spec) for spec in VARIANTS]
+def list_variants(as_json: JsonOption = False, hub: HubOption = None) -> None:
+    """List every RepVGG variant with its shape, size, cost, reference accuracy and published versions."""
+    from .registry import HubError
+
+    try:
+        published = _hub(hub).published_versions()
+    except HubError:
+        published = {}
+    rows = [{**summary(spec), "published": published.get(spec.hub_name, [])} for spec in VARIANTS]
     if as_json:
         _print_json(rows)
         return
@@ -93,6 +116,7 @@ def list_variants(as_json: JsonOption = False) -> None:
         ("GMACs@224", "right"),
         ("top-1", "right"),
         ("size", "right"),
+        ("published", "left"),
     ]:
         table.add_column(column, justify=justify)
     for row in rows:
@@ -107,6 +131,7 @@ def list_variants(as_json: JsonOption = False) -> None:
             f"{row['gmacs']:.2f}",
             _top1(row["top1"]),
             str(row["input_size"]),
+            ",".join(f"v{n}" for n in row["published"]) or "-",
         )
     console.print(table)
 
@@ -284,6 +309,165 @@ def build(
         f"check: max abs diff vs the train form {result.max_abs_diff:.2e}; "
         + ", ".join(f"{k} {v:.1f}s" for k, v in result.timings.items())
     )
+
+
+@app.command()
+def publish(
+    variants: Annotated[list[str] | None, typer.Argument(help="Variants to publish, e.g. A0 B3g4.")] = None,
+    all_variants: Annotated[bool, typer.Option("--all", help="Publish every variant.")] = False,
+    hub: HubOption = None,
+    namespace: NamespaceOption = "repvgg",
+    weights: WeightsOption = "timm",
+    version: Annotated[int | None, typer.Option("--version", min=1, help="Version number (default: next).")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed for --weights random.")] = 0,
+    as_json: JsonOption = False,
+) -> None:
+    """Build, check and publish variants as the next immutable version in a hub."""
+    import time
+
+    from .registry import HubError
+
+    if all_variants:
+        specs = list(VARIANTS)
+    elif variants:
+        specs = [_variant(name) for name in variants]
+    else:
+        fail("name at least one variant, or pass --all")
+    target = _hub(hub, namespace)
+    try:
+        target.check_can_publish()
+    except HubError as exc:
+        fail(str(exc))
+    _torch_before_tensorflow(weights)
+    from .publish.build import BuildError
+    from .registry.operations import publish_variant
+    from .variants.checkpoints import WeightsError
+
+    rows = []
+    for spec in specs:
+        start = time.perf_counter()
+        with RichPhases(spec.display_name) as reporter:
+            try:
+                published = publish_variant(
+                    target, spec.name, weights=weights, version=version, seed=seed, reporter=reporter
+                )
+            except (WeightsError, BuildError, HubError) as exc:
+                reporter.stop()
+                err_console.print(f"error: {spec.name}: {exc}", markup=False, highlight=False, soft_wrap=True)
+                rows.append({"variant": spec.name, "version": None, "handles": [], "seconds": 0.0, "outcome": str(exc)})
+                continue
+        rows.append(
+            {
+                "variant": spec.name,
+                "version": published[0].handle.version,
+                "handles": [str(v.handle) for v in published],
+                "seconds": round(time.perf_counter() - start, 2),
+                "outcome": "published",
+            }
+        )
+    if as_json:
+        _print_json(rows)
+    else:
+        table = Table(title=f"published to {getattr(target, 'root', target)}", header_style="bold")
+        for column in ("variant", "version", "handles", "time", "outcome"):
+            table.add_column(column)
+        for row in rows:
+            table.add_row(
+                row["variant"],
+                str(row["version"] or "-"),
+                "\n".join(row["handles"]) or "-",
+                f"{row['seconds']:.1f}s",
+                "[green]published[/green]" if row["outcome"] == "published" else f"[red]failed[/red]: {row['outcome']}",
+            )
+        console.print(table)
+    if any(row["outcome"] != "published" for row in rows):
+        raise typer.Exit(1)
+
+
+@app.command()
+def versions(
+    variant: Annotated[str, typer.Argument(help="Variant name, e.g. A0.")],
+    hub: HubOption = None,
+    namespace: NamespaceOption = "repvgg",
+    as_json: JsonOption = False,
+) -> None:
+    """List the published versions of a variant, per task."""
+    from .registry import HubError
+
+    spec = _variant(variant)
+    try:
+        found = _hub(hub, namespace).versions(spec.hub_name)
+    except HubError as exc:
+        fail(str(exc))
+    if as_json:
+        _print_json([v.to_dict() for v in found])
+        return
+    table = Table(title=f"{spec.display_name} versions", header_style="bold")
+    for column in ("handle", "task", "version", "created", "weights", "sha256"):
+        table.add_column(column)
+    for v in found:
+        table.add_row(str(v.handle), v.handle.task, str(v.handle.version), v.created, v.weights_source, v.sha256[:16])
+    console.print(table if found else f"{spec.display_name}: nothing published yet")
+
+
+@app.command()
+def verify(
+    target: Annotated[str, typer.Argument(help="A handle (repvgg/a0/feature_vector/1) or a published folder.")],
+    hub: HubOption = None,
+    namespace: NamespaceOption = "repvgg",
+    as_json: JsonOption = False,
+) -> None:
+    """Recompute every checksum of a published version, load it and check its signature."""
+    from .registry import HubError
+
+    _quiet_tensorflow()
+    from .registry.operations import verify as run_verify
+
+    try:
+        report = run_verify(_hub(hub, namespace), target)
+    except HubError as exc:
+        fail(str(exc))
+    if as_json:
+        _print_json(report.to_dict())
+    elif report.ok:
+        console.print(f"[green]OK[/green] {target}: {report.checked_files} files match, {report.signature}")
+    if not report.ok:
+        if not as_json:
+            fail(
+                f"{target}: {report.problems[0]}"
+                + (f" (+{len(report.problems) - 1} more)" if len(report.problems) > 1 else ""),
+                1,
+            )
+        raise typer.Exit(1)
+
+
+@app.command()
+def serve(
+    hub: HubOption = None,
+    namespace: NamespaceOption = "repvgg",
+    host: Annotated[str, typer.Option("--host", help="Address to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port to bind.")] = 8000,
+) -> None:
+    """Serve the hub over HTTP so that hub.KerasLayer("http://HOST:PORT/<handle>") works."""
+    from .registry.local import LocalHub
+    from .registry.server import make_server
+
+    target = _hub(hub, namespace)
+    if not isinstance(target, LocalHub):
+        fail("serve works on a local hub folder; pass --hub PATH")
+    target.root.mkdir(parents=True, exist_ok=True)
+    try:
+        server = make_server(target, host, port)
+    except OSError as exc:
+        fail(f"cannot bind {host}:{port}: {exc.strerror}; pick another --port")
+    bound_host, bound_port = server.server_address[:2]
+    err_console.print(f"serving {target.root} on http://{bound_host}:{bound_port}/ (Ctrl-C to stop)")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
 
 
 def _quiet_tensorflow() -> None:

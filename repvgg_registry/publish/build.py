@@ -30,8 +30,9 @@ from ..variants.fusion import fuse
 from ..variants.table import IMAGENET_MEAN, IMAGENET_STD, VariantSpec, get_variant
 from ..variants.weights import LoadedWeights, load_weights
 from .card import model_card
-from .hub_module import OUTPUT_KEYS, TASKS, RepVGGHubModule
+from .hub_module import RepVGGHubModule
 from .labels import labels_text, synsets_text
+from .tasks import OUTPUT_KEYS, TASKS
 
 PHASES = ("build", "weights", "fuse", "export", "check")
 LICENSE = "MIT"

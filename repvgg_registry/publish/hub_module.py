@@ -26,9 +26,8 @@ import tensorflow as tf
 from ..variants.blocks import RepVGGDeployBlock
 from ..variants.builder import build_info
 from ..variants.table import IMAGENET_MEAN, IMAGENET_STD
+from .tasks import OUTPUT_KEYS, TASKS
 
-TASKS = ("feature_vector", "classification")
-OUTPUT_KEYS = {"feature_vector": "feature_vector", "classification": "logits"}
 _PAD = [[0, 0], [1, 1], [1, 1], [0, 0]]
 
 

@@ -264,13 +264,3 @@ def resolve(source: str | os.PathLike, spec: VariantSpec) -> Checkpoint:
     """Turn a weights source (``timm`` or a path) into a classified checkpoint."""
     path = download_timm(spec) if str(source) == "timm" else Path(source)
     return classify(read_state_dict(path), str(path))
-
-
-def sha256_of(path: str | os.PathLike) -> str:
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()

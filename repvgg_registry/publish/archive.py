@@ -1,0 +1,92 @@
+"""Reproducible TF Hub archives and per-file checksums.
+
+tensorflow_hub's HTTP resolver wants a tar (gzip or not) whose root holds ``saved_model.pb``; a
+top-level folder, symlinks or ``..`` make it fail. The same folder must give the same bytes, since
+clients cache a handle forever: members are sorted, owner and mtime fixed, modes normalised, and
+the gzip header carries no name or time.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import tarfile
+from pathlib import Path
+
+from ..hashing import sha256_file
+
+FIXED_MTIME = 0
+_CHUNK = 1 << 20
+
+
+def walk_files(root: Path) -> list[Path]:
+    """Regular files below ``root``, sorted by their POSIX relative path; links are refused."""
+    files = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in filenames + dirnames:
+            path = Path(dirpath) / name
+            if path.is_symlink():
+                raise ValueError(f"{path} is a symlink; artifacts hold regular files and folders only")
+        files.extend(Path(dirpath) / name for name in filenames)
+    return sorted(files, key=lambda p: p.relative_to(root).as_posix())
+
+
+def file_table(root: Path) -> list[dict]:
+    """``[{path, size, sha256}]`` for every file below ``root``, sorted by path."""
+    return [
+        {"path": p.relative_to(root).as_posix(), "size": p.stat().st_size, "sha256": sha256_file(p)}
+        for p in walk_files(root)
+    ]
+
+
+def _member(name: str, *, is_dir: bool, size: int = 0) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type = tarfile.DIRTYPE if is_dir else tarfile.REGTYPE
+    info.mode = 0o755 if is_dir else 0o644
+    info.size = size
+    info.mtime = FIXED_MTIME
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    return info
+
+
+def write_archive(root: Path, target: Path) -> str:
+    """Write ``root``'s contents (at the archive root) to ``target`` as .tar.gz; return its sha256."""
+    files = walk_files(root)
+    dirs = sorted({p.relative_to(root).parent.as_posix() for p in files} - {"."})
+    all_dirs = sorted({"/".join(d.split("/")[: i + 1]) for d in dirs for i in range(d.count("/") + 1)})
+    entries = [(d, None) for d in all_dirs] + [(p.relative_to(root).as_posix(), p) for p in files]
+    entries.sort(key=lambda e: e[0])
+    with (
+        open(target, "wb") as raw,
+        gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=FIXED_MTIME, compresslevel=6) as gz,
+        tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar,
+    ):
+        for name, path in entries:
+            if path is None:
+                tar.addfile(_member(name, is_dir=True))
+            else:
+                with open(path, "rb") as handle:
+                    tar.addfile(_member(name, is_dir=False, size=path.stat().st_size), handle)
+    return sha256_file(target)
+
+
+def archive_members(path: Path) -> dict[str, str]:
+    """``{name: sha256}`` of the regular files inside an archive (for verification)."""
+    out = {}
+    with tarfile.open(path, "r:*") as tar:
+        for member in tar.getmembers():
+            if member.issym() or member.islnk() or member.name.startswith(("/", "..")) or "/../" in member.name:
+                raise ValueError(f"{path.name}: unsafe member {member.name!r}")
+            if member.isfile():
+                out[member.name] = _stream_sha256(tar.extractfile(member))
+    return out
+
+
+def _stream_sha256(stream) -> str:
+    digest = hashlib.sha256()
+    while chunk := stream.read(_CHUNK):
+        digest.update(chunk)
+    return digest.hexdigest()
