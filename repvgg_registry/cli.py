@@ -235,7 +235,8 @@ def inspect_weights(
 ) -> None:
     """Say what a checkpoint holds: key scheme, form, the variant it fits, tensor count."""
     _torch_before_tensorflow(path)
-    from .variants.checkpoints import WeightsError, classify, identify_variant, read_state_dict, sha256_of
+    from .hashing import sha256_file
+    from .variants.checkpoints import WeightsError, classify, identify_variant, read_state_dict
 
     try:
         ckpt = classify(read_state_dict(path), path)
@@ -245,7 +246,7 @@ def inspect_weights(
     head = ckpt.tensors.get("head.fc.weight")
     info = {
         "path": path,
-        "sha256": sha256_of(path),
+        "sha256": sha256_file(path),
         "scheme": ckpt.scheme,
         "form": ckpt.form,
         "variant": spec.name if spec else None,

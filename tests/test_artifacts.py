@@ -19,10 +19,10 @@ import torch_reference as ref
 from typer.testing import CliRunner
 
 from repvgg_registry.cli import app
+from repvgg_registry.hashing import sha256_file as sha256_of
 from repvgg_registry.publish import build as build_mod
 from repvgg_registry.publish.build import BuildError, build_artifacts
 from repvgg_registry.variants import build_model, count_params, get_variant
-from repvgg_registry.variants.checkpoints import sha256_of
 from repvgg_registry.variants.equivalence import sample_images
 
 SIZES = [(160, 160), (224, 224), (256, 256), (192, 256)]

@@ -122,9 +122,10 @@ class Hub(ABC):
         """Local (SavedModel folder, archive, manifest) of a published handle, downloaded if remote;
         raises NotPublishedError if it is not published."""
 
-    def expected_archive_sha256(self, handle: Handle) -> str | None:
-        """The archive checksum the hub's own records hold, if it keeps one apart from the manifest."""
-        return None
+    def recorded_checksums(self, handle: Handle) -> dict[str, str]:
+        """sha256 of the archive and the manifest as the hub's own records hold them (apart from
+        the manifest, so that a tampered manifest is named as such): ``{"archive": .., "manifest": ..}``."""
+        return {}
 
     def staging_dir(self) -> Path:
         """A private folder to build a release in."""

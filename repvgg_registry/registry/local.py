@@ -22,11 +22,13 @@ import json
 import os
 import shutil
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
+from ..hashing import sha256_file
 from ..publish.release import archive_path, manifest_path
 from .hub import (
     DEFAULT_NAMESPACE,
@@ -49,6 +51,17 @@ def default_hub_path() -> Path:
         return Path(os.environ[HUB_ENV]).expanduser()
     data = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
     return data / "repvgg-registry" / "hub"
+
+
+#: Seconds to sleep after each rename of a commit. Only for crash tests, which SIGKILL a publish
+#: half-way through its commit to prove that a partial version stays invisible.
+COMMIT_PAUSE_ENV = "REPVGG_REGISTRY_COMMIT_PAUSE"
+
+
+def _commit_pause() -> None:
+    pause = float(os.environ.get(COMMIT_PAUSE_ENV) or 0)
+    if pause > 0:
+        time.sleep(pause)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -124,8 +137,12 @@ class LocalHub(Hub):
         self.entry(handle)
         return self.paths(handle)
 
-    def expected_archive_sha256(self, handle: Handle) -> str | None:
-        return self.entry(handle)["sha256"]
+    def recorded_checksums(self, handle: Handle) -> dict[str, str]:
+        entry = self.entry(handle)
+        recorded = {"archive": entry["sha256"]}
+        if "manifest_sha256" in entry:
+            recorded["manifest"] = entry["manifest_sha256"]
+        return recorded
 
     # ----- writing -----------------------------------------------------------------------
     @contextlib.contextmanager
@@ -199,9 +216,13 @@ class LocalHub(Hub):
                 handle = Handle(self.namespace, key, task, version)
                 folder, archive, manifest = self.paths(handle)
                 folder.parent.mkdir(parents=True, exist_ok=True)
-                os.rename(staged / task, folder)
-                os.rename(archive_path(staged, task), archive)
-                os.rename(manifest_path(staged, task), manifest)
+                for source, target in (
+                    (staged / task, folder),
+                    (archive_path(staged, task), archive),
+                    (manifest_path(staged, task), manifest),
+                ):
+                    os.rename(source, target)
+                    _commit_pause()
                 new_entries.append(
                     {
                         "handle": str(handle),
@@ -213,6 +234,7 @@ class LocalHub(Hub):
                         "weights_source": manifests[task]["weights"]["source"],
                         "sha256": manifests[task]["archive"]["sha256"],
                         "archive_size": manifests[task]["archive"]["size"],
+                        "manifest_sha256": sha256_file(manifest),
                     }
                 )
             self._write_index(self.read_index() + new_entries)

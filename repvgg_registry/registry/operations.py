@@ -53,7 +53,7 @@ def _release_files(path: Path) -> tuple[Path, Path, Path]:
 def verify(hub: Hub, target: str) -> VerifyReport:
     """Recompute every checksum of a published artifact (a handle, or a path to its folder), then
     load it and check its signature and output shape."""
-    expected_sha = None
+    recorded: dict[str, str] = {}
     try:
         handle = Handle.parse(target)
     except ValueError:
@@ -62,9 +62,13 @@ def verify(hub: Hub, target: str) -> VerifyReport:
         folder, archive, manifest = _release_files(Path(target))
     else:
         folder, archive, manifest = hub.artifact_files(handle)
-        expected_sha = hub.expected_archive_sha256(handle)
-    problems, signature = verify_artifact(folder, archive, manifest)
-    if expected_sha and archive.is_file() and sha256_file(archive) != expected_sha:
-        problems.insert(0, f"{archive.name}: sha256 differs from the hub index")
+        recorded = hub.recorded_checksums(handle)
+    problems = [
+        f"{path.name}: sha256 differs from the hub's record"
+        for role, path in (("manifest", manifest), ("archive", archive))
+        if role in recorded and path.is_file() and sha256_file(path) != recorded[role]
+    ]
+    found, signature = verify_artifact(folder, archive, manifest)
+    problems += [p for p in found if p not in problems]
     checked = len(list(folder.rglob("*"))) + 2 if folder.is_dir() else 0
     return VerifyReport(target, not problems, checked, problems, signature)

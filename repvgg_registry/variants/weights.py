@@ -14,9 +14,10 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 
+from ..hashing import sha256_file
 from .blocks import BN_EPSILON, RepVGGBlock, RepVGGDeployBlock, SqueezeExcite
 from .builder import build_info
-from .checkpoints import Checkpoint, WeightsError, block_prefix, resolve, sha256_of, validate
+from .checkpoints import Checkpoint, WeightsError, block_prefix, resolve, validate
 from .fusion import BatchNormStats, fuse_branches
 
 __all__ = ["LoadedWeights", "WeightsError", "load_weights"]
@@ -117,6 +118,6 @@ def load_weights(model: keras.Model, source: str | os.PathLike) -> LoadedWeights
         path=ckpt.source,
         scheme=ckpt.scheme,
         form=ckpt.form,
-        sha256=sha256_of(ckpt.source),
+        sha256=sha256_file(ckpt.source),
         tensors=len(ckpt.tensors),
     )
