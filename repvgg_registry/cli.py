@@ -42,17 +42,21 @@ HubOption = Annotated[
     str | None,
     typer.Option(
         "--hub",
-        help="Hub folder (default: $REPVGG_REGISTRY_HUB, else ~/.local/share/repvgg-registry/hub).",
+        help="Hub: a folder (default: $REPVGG_REGISTRY_HUB, else ~/.local/share/repvgg-registry/hub), "
+        "or hf://NAMESPACE for the Hugging Face Hub.",
         show_default=False,
     ),
 ]
 NamespaceOption = Annotated[str, typer.Option("--namespace", help="Handle namespace.")]
 
 
-def _hub(location: str | None, namespace: str = "repvgg"):
-    from .registry import open_hub
+def _hub(location: str | None, namespace: str = "repvgg", *, private: bool = False):
+    from .registry import HubError, open_hub
 
-    return open_hub(location, namespace=namespace)
+    try:
+        return open_hub(location, namespace=namespace, private=private)
+    except HubError as exc:
+        fail(str(exc))
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
@@ -320,6 +324,7 @@ def publish(
     namespace: NamespaceOption = "repvgg",
     weights: WeightsOption = "timm",
     version: Annotated[int | None, typer.Option("--version", min=1, help="Version number (default: next).")] = None,
+    private: Annotated[bool, typer.Option("--private", help="Create missing Hugging Face repos as private.")] = False,
     seed: Annotated[int, typer.Option("--seed", help="Seed for --weights random.")] = 0,
     as_json: JsonOption = False,
 ) -> None:
@@ -334,8 +339,8 @@ def publish(
         specs = [_variant(name) for name in variants]
     else:
         fail("name at least one variant, or pass --all")
-    target = _hub(hub, namespace)
     try:
+        target = _hub(hub, namespace, private=private)
         target.check_can_publish()
     except HubError as exc:
         fail(str(exc))
@@ -369,7 +374,8 @@ def publish(
     if as_json:
         _print_json(rows)
     else:
-        table = Table(title=f"published to {getattr(target, 'root', target)}", header_style="bold")
+        where = getattr(target, "location", None) or getattr(target, "root", "")
+        table = Table(title=f"published to {where}", header_style="bold")
         for column in ("variant", "version", "handles", "time", "outcome"):
             table.add_column(column)
         for row in rows:

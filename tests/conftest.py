@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# The Hugging Face stand-in speaks LFS, not Xet; huggingface_hub reads this at import (timm imports it).
+os.environ["HF_HUB_DISABLE_XET"] = "1"
 
 # isort: off
 import timm  # noqa: F401, E402  (torch first, then TensorFlow)

@@ -22,7 +22,9 @@ def verify_artifact(folder: Path, archive: Path, manifest_file: Path) -> tuple[l
     except (OSError, ValueError, KeyError, TypeError) as exc:
         return [f"{manifest_file.name}: unreadable manifest ({exc.__class__.__name__})"], {}
 
-    present = {p.relative_to(folder).as_posix(): p for p in walk_files(folder)} if folder.is_dir() else {}
+    present = (
+        {p.relative_to(folder).as_posix(): p for p in walk_files(folder, follow_links=True)} if folder.is_dir() else {}
+    )
     for rel, entry in listed.items():
         path = present.get(rel)
         if path is None:

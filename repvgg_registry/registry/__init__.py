@@ -17,8 +17,16 @@ from .hub import (
 from .local import LocalHub, default_hub_path
 
 
-def open_hub(location: str | None = None, *, namespace: str = DEFAULT_NAMESPACE) -> Hub:
-    """``None`` (``$REPVGG_REGISTRY_HUB`` or the default folder) or a folder path: a LocalHub."""
+def open_hub(location: str | None = None, *, namespace: str = DEFAULT_NAMESPACE, private: bool = False) -> Hub:
+    """``hf://NAMESPACE`` is the Hugging Face Hub (``HF_ENDPOINT`` honoured); ``None``
+    (``$REPVGG_REGISTRY_HUB`` or the default folder) or a folder path is a :class:`LocalHub`."""
+    if location and location.startswith("hf://"):
+        from .huggingface import HuggingFaceHub
+
+        hf_namespace = location[len("hf://") :].strip("/")
+        if not hf_namespace or "/" in hf_namespace:
+            raise HubError(f"invalid hub '{location}'; use hf://NAMESPACE, e.g. hf://my-org")
+        return HuggingFaceHub(hf_namespace, private=private, handle_namespace=namespace)
     return LocalHub(location, namespace=namespace)
 
 

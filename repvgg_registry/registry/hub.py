@@ -24,6 +24,13 @@ class HubError(RuntimeError):
 class VersionExistsError(HubError):
     """A version number that is already published: versions are immutable."""
 
+    @classmethod
+    def taken(cls, where: str, version: int) -> VersionExistsError:
+        return cls(
+            f"{where} version {version} is already published and versions are immutable; "
+            "omit --version to publish the next one"
+        )
+
 
 class NotPublishedError(HubError):
     """A handle that names nothing published."""

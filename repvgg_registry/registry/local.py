@@ -206,10 +206,7 @@ class LocalHub(Hub):
             if version is None:
                 version = max(taken, default=0) + 1
             elif version in taken:
-                raise VersionExistsError(
-                    f"{self.namespace}/{key} version {version} is already published and versions are immutable; "
-                    "omit --version to publish the next one"
-                )
+                raise VersionExistsError.taken(f"{self.namespace}/{key}", version)
             created = datetime.now(timezone.utc).replace(microsecond=0).isoformat()
             new_entries = []
             for task in TASKS:

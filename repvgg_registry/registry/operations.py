@@ -28,10 +28,7 @@ def publish_variant(
     reporter = reporter or Reporter()
     hub.check_can_publish()
     if version is not None and version in {v.handle.version for v in hub.versions(spec.hub_name)}:
-        raise VersionExistsError(
-            f"{hub.namespace}/{spec.hub_name} version {version} is already published and versions are immutable; "
-            "omit --version to publish the next one"
-        )
+        raise VersionExistsError.taken(f"{hub.namespace}/{spec.hub_name}", version)
     staging = hub.staging_dir()
     try:
         build_dir = staging / "release"

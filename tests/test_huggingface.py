@@ -1,0 +1,215 @@
+"""Publishing to the Hugging Face Hub with the real huggingface_hub client, against the in-repo
+stand-in server in tests/hf_standin.py, which speaks the documented wire protocol (create, preupload,
+LFS batch/upload/verify, validate-yaml, NDJSON commit with parentCommit, tags, refs, tree, resolve)
+on 127.0.0.1: the real hub cannot be reached from here. Xet is disabled (HF_HUB_DISABLE_XET=1) so
+large files travel over LFS, which the stand-in implements."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import huggingface_hub
+import numpy as np
+import pytest
+import tensorflow_hub as hub
+import tf_keras
+import yaml
+from hf_standin import start_standin
+from huggingface_hub import constants as hf_constants
+
+from repvgg_registry.publish.build import build_artifacts
+from repvgg_registry.publish.release import stage_release
+from repvgg_registry.registry import HubUnreachableError, LocalHub, VersionExistsError
+from repvgg_registry.registry.huggingface import HuggingFaceHub
+from repvgg_registry.registry.operations import publish_variant, verify
+
+
+@pytest.fixture(scope="module")
+def standin():
+    server, state, url = start_standin()
+    yield state, url
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(autouse=True)
+def _private_hf_cache(tmp_path, monkeypatch):
+    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    monkeypatch.setenv("TFHUB_CACHE_DIR", str(tmp_path / "tfhub-cache"))
+
+
+@pytest.fixture(scope="module")
+def release(tmp_path_factory):
+    """One A0 release (random weights) staged once, published to both hubs by the tests."""
+    root = tmp_path_factory.mktemp("release")
+    build_artifacts("A0", root / "a0", weights="random", seed=3)
+    stage_release(root / "a0")
+    return root / "a0"
+
+
+def _hf(url: str, namespace: str, **kwargs) -> HuggingFaceHub:
+    return HuggingFaceHub(namespace, token="hf_test_token", endpoint=url, backoff_s=0.01, **kwargs)
+
+
+def _copy(release: Path, tmp_path: Path) -> Path:
+    target = tmp_path / "staged"
+    shutil.copytree(release, target)
+    return target
+
+
+def test_two_versions_are_two_tagged_commits(standin, release, tmp_path):
+    state, url = standin
+    hf = _hf(url, "org1")
+    first = hf.publish_staged("a0", _copy(release, tmp_path / "1"))
+    second = hf.publish_staged("a0", _copy(release, tmp_path / "2"))
+    assert [v.handle.version for v in first] == [1, 1] and [v.handle.version for v in second] == [2, 2]
+    repo = state.repos["org1/repvgg-a0"]
+    assert set(repo.tags) == {"v1", "v2"} and repo.tags["v2"] == repo.branches["main"]
+    tree = repo.commits[repo.tags["v1"]]
+    for path in (
+        "feature_vector/saved_model.pb",
+        "classification/assets/labels.txt",
+        "feature_vector.tar.gz",
+        "classification.tar.gz",
+        "feature_vector.manifest.json",
+        "README.md",
+    ):
+        assert path in tree, path
+    assert tree["feature_vector.tar.gz"].data == (release / "feature_vector.tar.gz").read_bytes()
+    assert tree["feature_vector.tar.gz"].lfs  # large files went through the LFS batch API
+    # each commit named its parent, so a concurrent publisher could not interleave
+    assert all(h.get("parentCommit") for h in state.commit_headers[-2:])
+    rows = [(str(v.handle), v.weights_source) for v in hf.versions("A0")]
+    assert rows == [
+        ("repvgg/a0/feature_vector/1", "random"),
+        ("repvgg/a0/classification/1", "random"),
+        ("repvgg/a0/feature_vector/2", "random"),
+        ("repvgg/a0/classification/2", "random"),
+    ]
+
+
+def test_existing_tag_is_refused_and_never_moved(standin, release, tmp_path):
+    state, url = standin
+    hf = _hf(url, "org2")
+    hf.publish_staged("a0", _copy(release, tmp_path / "1"))
+    tagged = state.repos["org2/repvgg-a0"].tags["v1"]
+    with pytest.raises(VersionExistsError, match="already has tag v1"):
+        hf.publish_staged("a0", _copy(release, tmp_path / "2"), version=1)
+    with pytest.raises(VersionExistsError):  # refused before any build work
+        publish_variant(hf, "A0", weights="random", version=1)
+    assert state.repos["org2/repvgg-a0"].tags == {"v1": tagged}
+
+
+def test_stale_parent_commit_is_rejected_by_the_protocol(standin, release, tmp_path):
+    """What makes racing publishers safe: a commit on top of an outdated parent gets 412."""
+    state, url = standin
+    hf = _hf(url, "org3")
+    hf.publish_staged("a0", _copy(release, tmp_path / "1"))
+    api = huggingface_hub.HfApi(endpoint=url, token="hf_test_token")
+    old = state.repos["org3/repvgg-a0"].commits
+    stale = next(sha for sha in old if sha != state.repos["org3/repvgg-a0"].branches["main"])
+    with pytest.raises(huggingface_hub.errors.HfHubHTTPError) as err:
+        api.create_commit(
+            "org3/repvgg-a0",
+            operations=[huggingface_hub.CommitOperationAdd("x.txt", b"x")],
+            commit_message="racer",
+            parent_commit=stale,
+        )
+    assert err.value.response.status_code == 412
+
+
+def test_snapshot_download_and_keraslayer_equal_the_local_artifact(standin, release, tmp_path):
+    state, url = standin
+    hf = _hf(url, "org4")
+    hf.publish_staged("a0", _copy(release, tmp_path / "hf"))
+    local = LocalHub(tmp_path / "local")
+    local.publish_staged("a0", _copy(release, tmp_path / "local-staged"))
+    path = huggingface_hub.snapshot_download("org4/repvgg-a0", revision="v1", endpoint=url)
+    assert (
+        Path(path, "feature_vector.tar.gz").read_bytes()
+        == (local.root / "repvgg/a0/feature_vector/1.tar.gz").read_bytes()
+    )
+    images = np.random.default_rng(0).random((2, 96, 96, 3), dtype=np.float32)
+
+    def run(handle):
+        model = tf_keras.Sequential([tf_keras.Input((96, 96, 3)), hub.KerasLayer(handle)])
+        return model.predict(images, verbose=0)
+
+    expected = run(str(local.root / "repvgg/a0/feature_vector/1"))
+    np.testing.assert_array_equal(run(path + "/feature_vector"), expected)
+    # straight from the URL of the archive, through tensorflow_hub's HTTP resolver
+    np.testing.assert_array_equal(run(f"{url}/org4/repvgg-a0/resolve/v1/feature_vector.tar.gz"), expected)
+    report = verify(hf, "repvgg/a0/classification/1")
+    assert report.ok, report.problems
+
+
+def test_model_card(standin, release, tmp_path):
+    state, url = standin
+    _hf(url, "org5").publish_staged("a0", _copy(release, tmp_path / "s"))
+    repo = state.repos["org5/repvgg-a0"]
+    card = repo.commits[repo.tags["v1"]]["README.md"].data.decode()
+    meta = yaml.safe_load(card.split("---")[1])
+    assert meta["library_name"] == "tf-keras" and meta["pipeline_tag"] == "image-classification"
+    assert meta["license"] == "mit" and meta["datasets"] == ["imagenet-1k"] and "repvgg" in meta["tags"]
+    assert 'snapshot_download("org5/repvgg-a0", revision="v1")' in card
+    assert f"{url}/org5/repvgg-a0/resolve/v1/feature_vector.tar.gz" in card and "TFSMLayer" in card
+    manifest = json.loads(repo.commits[repo.tags["v1"]]["feature_vector.manifest.json"].data)
+    assert manifest["archive"]["sha256"] in card
+
+
+def test_failure_before_the_tag_leaves_no_tag_and_a_rerun_publishes(standin, release, tmp_path):
+    state, url = standin
+    hf = _hf(url, "org6", retries=2)
+    state.fail["commit"] = 3  # more than the retries
+    with pytest.raises(HubUnreachableError, match="did not answer create_commit"):
+        hf.publish_staged("a0", _copy(release, tmp_path / "1"))
+    assert state.repos["org6/repvgg-a0"].tags == {}
+    assert hf.versions("a0") == []
+    state.fail["commit"] = 1  # a transient error is retried
+    published = hf.publish_staged("a0", _copy(release, tmp_path / "2"))
+    assert published[0].handle.version == 1 and set(state.repos["org6/repvgg-a0"].tags) == {"v1"}
+
+
+def test_unreachable_hub_is_one_line():
+    hf = HuggingFaceHub("org", token="t", endpoint="http://127.0.0.1:9", retries=1, backoff_s=0.01)
+    with pytest.raises(HubUnreachableError) as err:
+        hf.versions("a0")
+    assert "\n" not in str(err.value) and "did not answer" in str(err.value)
+
+
+def _cli(args, env):
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
+    return subprocess.run(
+        [sys.executable, "-m", "repvgg_registry.cli", *args],
+        capture_output=True,
+        text=True,
+        env={**clean, "TF_CPP_MIN_LOG_LEVEL": "3", "HF_HUB_DISABLE_XET": "1", **env},
+        timeout=600,
+    )
+
+
+def test_cli_publish_and_versions_over_hf_endpoint(standin, tmp_path):
+    state, url = standin
+    env = {"HF_ENDPOINT": url, "HF_TOKEN": "hf_test_token", "HF_HOME": str(tmp_path / "hf-home")}
+    proc = _cli(["publish", "A0", "--weights", "random", "--hub", "hf://cli-org", "--json"], env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads(proc.stdout)[0]["handles"] == ["repvgg/a0/feature_vector/1", "repvgg/a0/classification/1"]
+    listing = _cli(["versions", "A0", "--hub", "hf://cli-org", "--json"], env)
+    assert listing.returncode == 0, listing.stderr[-2000:]
+    assert {row["version"] for row in json.loads(listing.stdout)} == {1}
+
+
+def test_missing_token_stops_before_any_build(standin, tmp_path):
+    state, url = standin
+    env = {"HF_ENDPOINT": url, "HF_HOME": str(tmp_path / "empty-home")}
+    proc = _cli(["publish", "A0", "--weights", "random", "--hub", "hf://org7"], env)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "error: no Hugging Face token: run 'hf auth login' or set HF_TOKEN (a token with write access), then rerun"
+    ]
+    assert "org7/repvgg-a0" not in state.repos
