@@ -65,13 +65,13 @@ def check_fusion(
     fuse it, and compare logits in inference mode on a ``height`` x ``width`` batch."""
     spec = get_variant(variant)
     width = height if width is None else width
+    images = sample_images(batch, height, width, seed)
     if train_model is None:
         keras.utils.set_random_seed(seed)
         train_model = build_model(spec, "train", weights=weights)
         if weights in (None, "random"):
-            randomize_batchnorm(train_model, seed)
+            randomize_batchnorm(train_model, seed, images=images)
     deploy_model = fuse(train_model)
-    images = sample_images(batch, height, width, seed)
     reference = keras.ops.convert_to_numpy(train_model(images, training=False))
     candidate = keras.ops.convert_to_numpy(deploy_model(images, training=False))
     diff, max_ref, tol = compare_outputs(reference, candidate)

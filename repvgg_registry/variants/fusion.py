@@ -113,40 +113,52 @@ def fuse(train_model: keras.Model) -> keras.Model:
     return deploy
 
 
-def randomize_batchnorm(model: keras.Model, seed: int = 0, *, calibration_size: int = 48) -> None:
+def randomize_batchnorm(
+    model: keras.Model, seed: int = 0, *, images: np.ndarray | None = None, calibration_size: int = 64
+) -> None:
     """Give every BatchNorm non-trivial statistics (gamma, beta, running mean and variance).
 
-    With fresh BN (gamma 1, mean 0, var 1) a broken fusion can still look right, and with purely
-    random statistics a deep variant's signal dies out (every image gives the same logits, so a
-    wrong kernel hides behind the biases). So the running statistics are first calibrated on a
-    random batch (one training-mode pass with momentum 0), then perturbed: mean shifted by up to
-    0.2 standard deviations, variance scaled by 0.7-1.4 (more compounds over D2se's 48 blocks into
-    overflow), gamma in 0.5-1.5, beta around 0.
+    With fresh BN (gamma 1, mean 0, var 1) a broken fusion can still look right. Purely random
+    running statistics, on the other hand, make a deep random network chaotic: dead channels
+    normalised by a near-zero variance amplify float32 rounding block after block (D2se's logits
+    reach 1e7 and train and deploy forms then disagree by rounding alone). So, block by block in
+    forward order, each BN's running mean and variance are set from its actual input on
+    ``images`` (the batch you will compare on; random 64x64 noise by default), the variance
+    floored at the layer's mean variance, then perturbed (mean by up to 0.1 std, variance by
+    0.8-1.2x) before the next block sees them. A random D2se is only well-conditioned on the batch
+    it was calibrated on. Gamma is 0.8-1.2 on the identity branch
+    and 0.05-0.2 on the conv branches, like a trained residual network, and beta is random: every
+    term of the fold matters while a block's gain stays near 1.
     """
+    from .blocks import RepVGGBlock
+
     rng = np.random.default_rng(seed)
-    norms = [
-        layer
-        for layer in model._flatten_layers(include_self=False, recursive=True)
-        if isinstance(layer, keras.layers.BatchNormalization)
-    ]
-    for bn in norms:
-        n = bn.gamma.shape[0]
-        bn.gamma.assign(rng.uniform(0.5, 1.5, n).astype(np.float32))
-        bn.beta.assign(rng.normal(0.0, 0.2, n).astype(np.float32))
-    images = rng.standard_normal((4, calibration_size, calibration_size, 3)).astype(np.float32)
-    momenta = [bn.momentum for bn in norms]
-    try:
-        for bn in norms:
-            bn.momentum = 0.0
-        model(images, training=True)
-    finally:
-        for bn, momentum in zip(norms, momenta, strict=False):
-            bn.momentum = momentum
-    for bn in norms:
-        n = bn.gamma.shape[0]
-        var = np.asarray(keras.ops.convert_to_numpy(bn.moving_variance), dtype=np.float64)
-        mean = np.asarray(keras.ops.convert_to_numpy(bn.moving_mean), dtype=np.float64)
-        mean = mean + rng.uniform(-0.2, 0.2, n) * np.sqrt(var + bn.epsilon)
-        var = var * rng.uniform(0.7, 1.4, n) + 1e-3
-        bn.moving_mean.assign(mean.astype(np.float32))
-        bn.moving_variance.assign(var.astype(np.float32))
+    if images is None:
+        images = rng.standard_normal((4, calibration_size, calibration_size, 3)).astype(np.float32)
+    x = keras.ops.convert_to_tensor(images)
+
+    def calibrate(bn: keras.layers.BatchNormalization, inputs, gamma_range: tuple[float, float]) -> None:
+        values = np.asarray(keras.ops.convert_to_numpy(inputs), dtype=np.float64)
+        mean = values.mean(axis=(0, 1, 2))
+        var = values.var(axis=(0, 1, 2))
+        var = np.maximum(var, var.mean() + 1e-6)
+        n = mean.shape[0]
+        mean = mean + rng.uniform(-0.1, 0.1, n) * np.sqrt(var)
+        var = var * rng.uniform(0.8, 1.2, n)
+        bn.set_weights(
+            [
+                rng.uniform(*gamma_range, n).astype(np.float32),
+                rng.normal(0.0, 0.2, n).astype(np.float32),
+                mean.astype(np.float32),
+                var.astype(np.float32),
+            ]
+        )
+
+    for layer in model.layers:
+        if isinstance(layer, RepVGGBlock):
+            padded = x if layer.stride == 1 else keras.ops.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]])
+            calibrate(layer.bn_kxk, layer.conv_kxk(padded), (0.05, 0.2))
+            calibrate(layer.bn_1x1, layer.conv_1x1(x), (0.05, 0.2))
+            if layer.bn_identity is not None:
+                calibrate(layer.bn_identity, x, (0.8, 1.2))
+            x = layer(x, training=False)

@@ -1,0 +1,201 @@
+"""Inference speed, side by side in one process: our published fused SavedModel (through
+``tf.saved_model.load`` and through ``hub.KerasLayer``), our train form, timm's fused model in
+channels_last, and onnxruntime on timm's fused model exported to ONNX. Same random weights for
+all, interleaved repeats, plus the machine's fp32 ceiling measured in the same run.
+
+    python benchmarks/inference.py --variants A0 B0 B1g4 B3g4 --batch 1 32
+
+Prints a rich table and writes JSON to benchmarks/results/ (or --json PATH).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+# torch (and timm, which loads torchvision and triton) before TensorFlow: the other order crashes.
+import onnxruntime as ort  # noqa: E402
+import timm  # noqa: E402
+import torch  # noqa: E402
+from common import Runner, print_table, run_interleaved, write_json  # noqa: E402
+from safetensors.torch import save_file  # noqa: E402
+from timm.utils.model import reparameterize_model  # noqa: E402
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--variants", nargs="+", default=["A0", "B0", "B1g4", "B3g4"])
+    parser.add_argument("--batch", nargs="+", type=int, default=[1, 32])
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--min-seconds", type=float, default=0.5, help="time per runner per repeat")
+    parser.add_argument("--json", default=None, help="where to write the results (default benchmarks/results/)")
+    return parser.parse_args(argv)
+
+
+def configure_threads(threads: int) -> None:
+    import tensorflow as tf
+
+    torch.set_num_threads(threads)
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+
+
+def fp32_ceiling(seconds: float = 1.0) -> float:
+    """GFLOP/s of a large float32 matmul in TF: the practical FMA ceiling of this machine."""
+    import tensorflow as tf
+
+    n = 2048
+    a = tf.random.normal((n, n))
+    b = tf.random.normal((n, n))
+    matmul = tf.function(lambda: tf.reduce_sum(tf.matmul(a, b)))
+    matmul().numpy()
+    best = 0.0
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        start = time.perf_counter()
+        matmul().numpy()
+        best = max(best, 2 * n**3 / (time.perf_counter() - start) / 1e9)
+    return best
+
+
+def make_runners(variant: str, batch: int, size: int, threads: int, workdir: Path) -> tuple[list[Runner], dict]:
+    import keras
+    import numpy as np
+    import tensorflow as tf
+    import tensorflow_hub as hub
+    import tf_keras
+
+    from repvgg_registry.publish.build import build_artifacts
+    from repvgg_registry.variants import build_model, get_variant
+
+    spec = get_variant(variant)
+    torch.manual_seed(0)
+    if spec.timm_name:
+        timm_train = timm.create_model(spec.timm_name, pretrained=False).eval()
+    else:  # g2 variants: a timm ByobNet with groups 2
+        from timm.models.byobnet import ByobNet, ByoModelCfg, _rep_vgg_bcfg
+
+        a, b = spec.width_multipliers
+        cfg = ByoModelCfg(blocks=_rep_vgg_bcfg(d=spec.blocks, wf=(a, a, a, b), groups=spec.groups), stem_type="rep")
+        timm_train = ByobNet(cfg).eval()
+    ckpt = workdir / f"{variant}.safetensors"
+    save_file({k: v.contiguous() for k, v in timm_train.state_dict().items()}, str(ckpt))
+    timm_fused = reparameterize_model(timm_train).eval().to(memory_format=torch.channels_last)
+
+    out = workdir / f"{variant}-artifacts"
+    if not out.exists():
+        build_artifacts(spec, out, weights=str(ckpt))
+    saved = tf.saved_model.load(str(out / "classification"))
+    serving = saved.signatures["serving_default"]
+    layer_model = tf_keras.Sequential([tf_keras.Input((size, size, 3)), hub.KerasLayer(str(out / "classification"))])
+    train = build_model(spec, "train", weights=str(ckpt))
+
+    onnx_path = workdir / f"{variant}.onnx"
+    if not onnx_path.exists():
+        torch.onnx.export(
+            timm_fused,
+            torch.zeros(1, 3, size, size),
+            str(onnx_path),
+            dynamo=False,
+            opset_version=17,
+            input_names=["images"],
+            output_names=["logits"],
+            dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}},
+        )
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+
+    rng = np.random.default_rng(0)
+    images = rng.random((batch, size, size, 3), dtype=np.float32)  # what our artifact takes: [0, 1]
+    mean, std = np.array([0.485, 0.456, 0.406], np.float32), np.array([0.229, 0.224, 0.225], np.float32)
+    normalised = ((images - mean) / std).astype(np.float32)
+    nchw = np.ascontiguousarray(normalised.transpose(0, 3, 1, 2))
+    torch_in = torch.from_numpy(nchw).contiguous(memory_format=torch.channels_last)
+    tf_images = tf.constant(images)
+    tf_normalised = tf.constant(normalised)
+    # Both Keras models called through a tf.function, as a serving loop would (predict_on_batch
+    # adds per-call overhead that is not the model's).
+    layer_call = tf.function(lambda x: layer_model(x, training=False))
+    train_call = tf.function(lambda x: train(x, training=False))
+
+    def run_timm():
+        with torch.inference_mode():
+            return timm_fused(torch_in).numpy()
+
+    runners = [
+        Runner("ours: SavedModel serving_default", lambda: serving(images=tf_images)["logits"].numpy(), batch),
+        Runner("ours: hub.KerasLayer", lambda: layer_call(tf_images).numpy(), batch),
+        Runner("ours: train form (Keras 3)", lambda: train_call(tf_normalised).numpy(), batch),
+        Runner("timm fused, channels_last", run_timm, batch),
+        Runner("onnxruntime (timm fused)", lambda: session.run(None, {"images": nchw})[0], batch),
+    ]
+    outputs = {r.name: np.asarray(r.call()) for r in runners}
+    reference = outputs["timm fused, channels_last"]
+    scale = max(1.0, float(np.abs(reference).max()))
+    agreement = {name: float(np.abs(out - reference).max()) / scale for name, out in outputs.items()}
+    del keras  # imported for its side effect of configuring the backend early
+    return runners, agreement
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    configure_threads(args.threads)
+    from repvgg_registry.variants import count_macs, get_variant
+
+    ceiling = fp32_ceiling()
+    rows, records = [], []
+    with tempfile.TemporaryDirectory(prefix="repvgg-bench-") as tmp:
+        for variant in args.variants:
+            macs = count_macs(get_variant(variant), args.size)
+            for batch in args.batch:
+                runners, agreement = make_runners(variant, batch, args.size, args.threads, Path(tmp))
+                run_interleaved(runners, args.repeats, min_seconds=args.min_seconds)
+                ours = runners[0].median_rate
+                for runner in runners:
+                    gflops = 2 * macs * runner.median_rate / 1e9
+                    record = {
+                        "variant": variant,
+                        "batch": batch,
+                        "runner": runner.name,
+                        "images_per_s_median": runner.median_rate,
+                        "images_per_s_best": runner.best_rate,
+                        "gflops": gflops,
+                        "share_of_ceiling": gflops / ceiling,
+                        "ours_vs_this": ours / runner.median_rate,
+                        "max_rel_diff_vs_timm": agreement[runner.name],
+                        "repeats": len(runner.seconds),
+                    }
+                    records.append(record)
+                    rows.append(
+                        [
+                            variant,
+                            str(batch),
+                            runner.name,
+                            f"{runner.median_rate:.1f} [{runner.best_rate:.1f}]",
+                            f"{gflops:.0f}",
+                            f"{100 * gflops / ceiling:.0f}%",
+                            f"{ours / runner.median_rate:.2f}x",
+                        ]
+                    )
+    print_table(
+        f"RepVGG inference at {args.size}x{args.size}, {args.threads} threads; fp32 ceiling {ceiling:.0f} GFLOP/s",
+        ["variant", "batch", "runner", "images/s median [best]", "GFLOP/s", "of ceiling", "ours is"],
+        rows,
+    )
+    write_json("inference", {"args": vars(args), "fp32_ceiling_gflops": ceiling, "results": records}, args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
