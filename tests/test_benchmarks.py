@@ -1,0 +1,48 @@
+"""Smoke tests so the benchmarks cannot rot: each script runs end to end on A0 with one repeat.
+They assert that the scripts work and agree with timm, not how fast anything is."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run(script: str, *args: str, out: Path) -> dict:
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / script), *args, "--json", str(out)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(out.read_text())
+
+
+def test_inference_benchmark_smoke(tmp_path):
+    data = _run(
+        "inference.py", "--variants", "A0", "--batch", "1", "--repeats", "1", "--min-seconds", "0.01",
+        out=tmp_path / "inference.json",
+    )
+    runners = {r["runner"] for r in data["results"]}
+    assert len(runners) == 5 and any("onnxruntime" in r for r in runners) and any("hub.KerasLayer" in r for r in runners)
+    assert data["fp32_ceiling_gflops"] > 0
+    for row in data["results"]:
+        assert row["images_per_s_median"] > 0 and row["max_rel_diff_vs_timm"] < 1e-4, row
+
+
+def test_publish_benchmark_smoke(tmp_path):
+    data = _run("publish.py", "--variants", "A0", "--repeats", "1", out=tmp_path / "publish.json")
+    phases = data["publish"][0]["phases"]
+    assert list(phases) == ["build", "weights", "fuse", "export", "check", "archive", "publish"]
+    assert all(p["seconds"] >= 0 and p["peak_rss_mib"] > 0 for p in phases.values())
+    assert {c["command"] for c in data["cold_start"]} == {
+        "repvgg-registry --help",
+        "repvgg-registry list",
+        'python -c "import tensorflow"',
+    }
