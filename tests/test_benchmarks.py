@@ -26,11 +26,21 @@ def _run(script: str, *args: str, out: Path) -> dict:
 
 def test_inference_benchmark_smoke(tmp_path):
     data = _run(
-        "inference.py", "--variants", "A0", "--batch", "1", "--repeats", "1", "--min-seconds", "0.01",
+        "inference.py",
+        "--variants",
+        "A0",
+        "--batch",
+        "1",
+        "--repeats",
+        "1",
+        "--min-seconds",
+        "0.01",
         out=tmp_path / "inference.json",
     )
     runners = {r["runner"] for r in data["results"]}
-    assert len(runners) == 5 and any("onnxruntime" in r for r in runners) and any("hub.KerasLayer" in r for r in runners)
+    assert (
+        len(runners) == 5 and any("onnxruntime" in r for r in runners) and any("hub.KerasLayer" in r for r in runners)
+    )
     assert data["fp32_ceiling_gflops"] > 0
     for row in data["results"]:
         assert row["images_per_s_median"] > 0 and row["max_rel_diff_vs_timm"] < 1e-4, row

@@ -37,6 +37,25 @@ _TAG = re.compile(r"^v([1-9][0-9]*)$")
 T = TypeVar("T")
 
 
+def _one_line_errors(method: Callable[..., T]) -> Callable[..., T]:
+    """Turn the client's remaining HTTP errors (401, 403, 404, 412, ...) into one-line HubErrors."""
+    import functools
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        from huggingface_hub.errors import HfHubHTTPError
+
+        try:
+            return method(self, *args, **kwargs)
+        except HfHubHTTPError as exc:
+            status = getattr(exc.response, "status_code", "?")
+            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            hint = "check HF_TOKEN's write access" if status in (401, 403) else "rerun, or check the repo on the hub"
+            raise HubError(f"Hugging Face Hub answered {status}: {first}; {hint}") from None
+
+    return wrapper
+
+
 def repo_id_for(namespace: str, variant: str) -> str:
     return f"{namespace}/repvgg-{variant.lower()}"
 
@@ -139,6 +158,7 @@ class HuggingFaceHub(Hub):
         )
         return json.loads(Path(path).read_text())
 
+    @_one_line_errors
     def versions(self, variant: str) -> list[VersionInfo]:
         repo_id = repo_id_for(self.hf_namespace, variant)
         rows = []
@@ -156,6 +176,7 @@ class HuggingFaceHub(Hub):
                 )
         return rows
 
+    @_one_line_errors
     def artifact_files(self, handle: Handle) -> tuple[Path, Path, Path]:
         from huggingface_hub import snapshot_download
 
@@ -178,6 +199,7 @@ class HuggingFaceHub(Hub):
         return root / task, archive_path(root, task), manifest_path(root, task)
 
     # ----- writing -----------------------------------------------------------------------
+    @_one_line_errors
     def publish_staged(self, variant: str, staged: Path, *, version: int | None = None) -> list[VersionInfo]:
         from huggingface_hub import CommitOperationAdd, CommitOperationDelete
 

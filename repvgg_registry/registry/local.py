@@ -145,6 +145,16 @@ class LocalHub(Hub):
         return recorded
 
     # ----- writing -----------------------------------------------------------------------
+    def check_can_publish(self) -> None:
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=self.root, prefix=".probe-"):
+                pass
+        except OSError as exc:
+            raise HubError(
+                f"cannot write to the hub folder {self.root} ({exc.strerror}); pass --hub PATH to a writable folder"
+            ) from None
+
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
         """Exclusive, process-lifetime lock: released by the kernel if the holder dies."""
