@@ -49,7 +49,7 @@ def configure_threads(threads: int) -> None:
     tf.config.threading.set_inter_op_parallelism_threads(1)
 
 
-def fp32_ceiling(seconds: float = 1.0) -> float:
+def fp32_ceiling(seconds: float = 3.0) -> float:
     """GFLOP/s of a large float32 matmul in TF: the practical FMA ceiling of this machine."""
     import tensorflow as tf
 
