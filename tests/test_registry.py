@@ -329,3 +329,26 @@ def test_handles_parse_strictly():
     ):
         with pytest.raises(ValueError):
             Handle.parse(bad)
+
+
+def test_serve_command_binds_loopback_and_logs_each_request(hub_root):
+    """The CLI's own `serve` (not just the library server): port 0 picks a free port."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "repvgg_registry.cli", "serve", "--hub", str(hub_root), "--port", "0"],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        line = proc.stderr.readline()
+        assert "http://127.0.0.1:" in line, line
+        url = line.split(" on ")[1].split()[0].rstrip("/")
+        status, _, body = _request(url, f"/{FV1}?tf-hub-format=compressed")
+        assert status == 200 and hashlib.sha256(body).hexdigest() == sha256_file(
+            hub_root / "repvgg/a0/feature_vector/1.tar.gz"
+        )
+        assert _request(url, "/nope")[0] == 404
+        log = [proc.stderr.readline(), proc.stderr.readline()]
+        assert f"GET /{FV1}?tf-hub-format=compressed 200" in log[0] and "GET /nope 404" in log[1], log
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
