@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+from ..messages import first_line
 from ..publish.card import yaml_header
 from ..publish.release import archive_path, manifest_path
 from .hub import (
@@ -49,7 +50,7 @@ def _one_line_errors(method: Callable[..., T]) -> Callable[..., T]:
             return method(self, *args, **kwargs)
         except HfHubHTTPError as exc:
             status = getattr(exc.response, "status_code", "?")
-            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            first = first_line(exc, 200)
             hint = "check HF_TOKEN's write access" if status in (401, 403) else "rerun, or check the repo on the hub"
             raise HubError(f"Hugging Face Hub answered {status}: {first}; {hint}") from None
 
@@ -119,7 +120,7 @@ class HuggingFaceHub(Hub):
             if attempt < self.retries:
                 time.sleep(delay)
                 delay *= 2
-        reason = str(error).strip().splitlines()[0][:160] if str(error).strip() else type(error).__name__
+        reason = first_line(error)
         raise HubUnreachableError(
             f"Hugging Face Hub at {self.api.endpoint} did not answer {what} after {self.retries + 1} tries "
             f"({reason}); check the network or HF_ENDPOINT and rerun"
@@ -247,7 +248,7 @@ class HuggingFaceHub(Hub):
                 raise VersionExistsError(
                     f"{repo_id} tag v{version} was created by another publisher meanwhile; rerun to publish the next"
                 ) from None
-            raise HubError(f"could not tag {repo_id} v{version}: {str(exc).splitlines()[0][:160]}") from None
+            raise HubError(f"could not tag {repo_id} v{version}: {first_line(exc)}") from None
         return [
             VersionInfo(
                 Handle(self.namespace, key, task, version),

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..messages import first_line
 from .table import OFFICIAL_RELEASE_URL, VARIANTS, LayerPlan, VariantSpec
 
 TORCH_SUFFIXES = (".pth", ".pt", ".bin")
@@ -124,10 +125,8 @@ def _read_torch(path: Path) -> dict:
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for truncated / foreign files
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise WeightsError(
-            f"cannot read checkpoint {path}: {reason[:200]} (truncated or not a PyTorch file?)"
-        ) from None
+        reason = first_line(exc, 200)
+        raise WeightsError(f"cannot read checkpoint {path}: {reason} (truncated or not a PyTorch file?)") from None
     state = _unwrap(obj, str(path))
     tensors = {}
     for key, value in state.items():
@@ -143,10 +142,8 @@ def _read_safetensors(path: Path) -> dict:
     try:
         return load_file(str(path))
     except Exception as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise WeightsError(
-            f"cannot read checkpoint {path}: {reason[:200]} (truncated or not a safetensors file?)"
-        ) from None
+        reason = first_line(exc, 200)
+        raise WeightsError(f"cannot read checkpoint {path}: {reason} (truncated or not a safetensors file?)") from None
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
@@ -252,10 +249,9 @@ def download_timm(spec: VariantSpec) -> Path:
     except (RepositoryNotFoundError, EntryNotFoundError):
         reason = "the hub has no such repository or file"
     except Exception as exc:
-        text = str(exc).strip()
-        reason = text.splitlines()[0][:160] if text else type(exc).__name__
+        reason = first_line(exc)
     raise WeightsError(
-        f"could not download {repo_id} (model.safetensors): {reason[:160]}; "
+        f"could not download {repo_id} (model.safetensors): {reason}; "
         "pass --weights PATH to a local checkpoint or --weights random"
     )
 
