@@ -13,7 +13,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -34,7 +34,6 @@ from .hub_module import RepVGGHubModule
 from .labels import labels_text, synsets_text
 from .tasks import OUTPUT_KEYS, TASKS
 
-PHASES = ("build", "weights", "fuse", "export", "check")
 LICENSE = "MIT"
 
 
@@ -157,7 +156,6 @@ def build_artifacts(
     seed: int = 0,
     overwrite: bool = False,
     reporter: Reporter | None = None,
-    on_staged: Callable[[Path], None] | None = None,
 ) -> BuildResult:
     """Build ``out_dir/feature_vector`` and ``out_dir/classification`` for ``variant``.
 
@@ -212,8 +210,6 @@ def build_artifacts(
                 (folder / "metadata.json").write_text(json.dumps(metadata[task], indent=2, sort_keys=True) + "\n")
                 (folder / "README.md").write_text(model_card(metadata[task]))
         shutil.rmtree(labels_dir)
-        if on_staged is not None:
-            on_staged(staging)
         _replace(staging, out_dir, overwrite)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

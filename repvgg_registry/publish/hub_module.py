@@ -59,7 +59,6 @@ class RepVGGHubModule(tf.Module):
         if task == "classification" and not info.include_top:
             raise ValueError("the classification task needs a model with its classifier head")
         self.task = task
-        self.spec_name = info.spec.name
         params: list[tf.Variable] = []
 
         def add(value, name: str) -> int:
@@ -88,9 +87,6 @@ class RepVGGHubModule(tf.Module):
         if task == "classification":
             hk, hb = deploy_model.get_layer("head").get_weights()
             head = (add(hk, "head_kernel"), add(hb, "head_bias"))
-            self.num_outputs = int(hk.shape[1])
-        else:
-            self.num_outputs = info.spec.num_features
 
         self.variables = list(params)
         self.trainable_variables = list(params)

@@ -10,7 +10,6 @@ from .hub import (
     HubUnreachableError,
     MissingTokenError,
     NotPublishedError,
-    VerificationError,
     VersionExistsError,
     VersionInfo,
 )
@@ -39,7 +38,6 @@ __all__ = [
     "LocalHub",
     "MissingTokenError",
     "NotPublishedError",
-    "VerificationError",
     "VersionExistsError",
     "VersionInfo",
     "default_hub_path",

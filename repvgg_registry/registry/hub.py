@@ -44,10 +44,6 @@ class MissingTokenError(HubError):
     """Publishing to a remote hub without credentials."""
 
 
-class VerificationError(HubError):
-    """A published artifact whose bytes or behaviour do not match its manifest."""
-
-
 @dataclass(frozen=True, order=True)
 class Handle:
     namespace: str
@@ -142,9 +138,6 @@ class Hub(ABC):
 
     def check_can_publish(self) -> None:  # noqa: B027 - optional hook, most hubs need nothing
         """Raise before any build work when publishing cannot succeed (e.g. no token)."""
-
-    def next_version(self, variant: str) -> int:
-        return max((v.handle.version for v in self.versions(variant)), default=0) + 1
 
     def published_versions(self) -> dict[str, list[int]]:
         """``{variant: [versions]}`` for ``list``; hubs that cannot answer cheaply return {}."""

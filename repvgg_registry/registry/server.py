@@ -17,7 +17,6 @@ import threading
 import time
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 from .hub import Handle, NotPublishedError
@@ -165,8 +164,3 @@ def serve_in_thread(hub: LocalHub, host: str = "127.0.0.1", port: int = 0) -> tu
     threading.Thread(target=server.serve_forever, name="repvgg-hub-server", daemon=True).start()
     time.sleep(0.01)
     return server, f"http://{server.server_address[0]}:{server.server_address[1]}"
-
-
-def ensure_hub_exists(hub: LocalHub) -> Path:
-    hub.root.mkdir(parents=True, exist_ok=True)
-    return hub.root
