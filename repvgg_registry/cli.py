@@ -238,7 +238,6 @@ def inspect_weights(
     as_json: JsonOption = False,
 ) -> None:
     """Say what a checkpoint holds: key scheme, form, the variant it fits, tensor count."""
-    _torch_before_tensorflow(path)
     from .hashing import sha256_file
     from .variants.checkpoints import WeightsError, classify, identify_variant, read_state_dict
 

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 from typer.testing import CliRunner
 
 from repvgg_registry.cli import app
@@ -90,3 +91,12 @@ def test_console_script_runs():
     script = Path(sys.executable).parent / "repvgg-registry"
     out = subprocess.run([str(script), "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "check-fusion" in out.stdout
+
+
+def test_inspect_weights_does_not_import_tensorflow(tmp_path):
+    from safetensors.numpy import save_file
+
+    path = tmp_path / "stem-only.safetensors"
+    save_file({"stem.conv_kxk.conv.weight": np.zeros((48, 3, 3, 3), np.float32)}, str(path))
+    heavy = [m for m in _modules_after(["inspect-weights", str(path), "--json"]) if m in ("tensorflow", "keras")]
+    assert heavy == []

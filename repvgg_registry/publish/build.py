@@ -128,6 +128,9 @@ def _check(artifacts: dict[str, Path], train: keras.Model, features: keras.Model
     worst diff, or raises BuildError."""
     worst = 0.0
     rng = np.random.default_rng(seed)
+    served_by = {
+        task: tf.saved_model.load(str(folder)).signatures["serving_default"] for task, folder in artifacts.items()
+    }
     for height, width in check_sizes(spec):
         images = rng.random((2, height, width, 3), dtype=np.float32)
         normalised = _normalise(images)
@@ -135,9 +138,8 @@ def _check(artifacts: dict[str, Path], train: keras.Model, features: keras.Model
             "classification": np.asarray(train(normalised, training=False)),
             "feature_vector": np.asarray(features(normalised, training=False)),
         }
-        for task, folder in artifacts.items():
-            loaded = tf.saved_model.load(str(folder))
-            served = loaded.signatures["serving_default"](images=tf.constant(images))[OUTPUT_KEYS[task]].numpy()
+        for task, serve in served_by.items():
+            served = serve(images=tf.constant(images))[OUTPUT_KEYS[task]].numpy()
             diff, max_ref, tol = compare_outputs(references[task], served)
             if not np.isfinite(diff) or diff > tol:
                 raise BuildError(
