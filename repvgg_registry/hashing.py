@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import hashlib
 import os
+from typing import BinaryIO
 
 _CHUNK = 1 << 20
 
 
-def sha256_file(path: str | os.PathLike) -> str:
+def sha256_stream(stream: BinaryIO) -> str:
+    """sha256 of everything left in a binary stream (a file, a tar member), in 1 MiB chunks."""
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(_CHUNK), b""):
-            digest.update(chunk)
+    while chunk := stream.read(_CHUNK):
+        digest.update(chunk)
     return digest.hexdigest()
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    with open(path, "rb") as handle:
+        return sha256_stream(handle)

@@ -9,15 +9,13 @@ the gzip header carries no name or time.
 from __future__ import annotations
 
 import gzip
-import hashlib
 import os
 import tarfile
 from pathlib import Path
 
-from ..hashing import sha256_file
+from ..hashing import sha256_file, sha256_stream
 
 FIXED_MTIME = 0
-_CHUNK = 1 << 20
 
 
 def walk_files(root: Path, *, follow_links: bool = False) -> list[Path]:
@@ -82,12 +80,5 @@ def archive_members(path: Path) -> dict[str, str]:
             if member.issym() or member.islnk() or member.name.startswith(("/", "..")) or "/../" in member.name:
                 raise ValueError(f"{path.name}: unsafe member {member.name!r}")
             if member.isfile():
-                out[member.name] = _stream_sha256(tar.extractfile(member))
+                out[member.name] = sha256_stream(tar.extractfile(member))
     return out
-
-
-def _stream_sha256(stream) -> str:
-    digest = hashlib.sha256()
-    while chunk := stream.read(_CHUNK):
-        digest.update(chunk)
-    return digest.hexdigest()
