@@ -11,6 +11,12 @@ into its own ``tf.Variable``s once and writes the forward pass with plain ``tf.n
 
 Input: float32 ``[batch, height, width, 3]`` RGB in [0, 1], any size; ImageNet normalisation is
 inside the graph. 3x3 convolutions use explicit symmetric padding (PyTorch's ``padding=1``).
+
+Normalisation is half folded into the stem: ``conv(W, pad0((x - mean) / std))`` equals
+``conv(W / std, pad0(x - mean))`` in exact arithmetic (zero padding stays zero under a per-channel scale), so
+the stem's kernel variable holds ``W / std`` and the graph only subtracts the mean: one elementwise
+pass over the input instead of two (3-5% faster for A0, see the README). The mean cannot be folded
+the same way: zero padding of ``x - mean`` is not zero padding of ``x``.
 """
 
 from __future__ import annotations
@@ -70,6 +76,8 @@ class RepVGGHubModule(tf.Module):
             layer = deploy_model.get_layer(plan.name)
             assert isinstance(layer, RepVGGDeployBlock)
             kernel, bias = layer.reparam_conv.get_weights()
+            if plan.index == 0:  # the stem sees mean-subtracted input: fold 1/std into its kernel
+                kernel = kernel.astype(np.float64) / np.asarray(IMAGENET_STD, np.float64)[None, None, :, None]
             k = add(kernel, f"{plan.name}_kernel")
             b = add(bias, f"{plan.name}_bias")
             se = None
@@ -96,7 +104,6 @@ class RepVGGHubModule(tf.Module):
         self._blocks = tuple(blocks)  # plain data, not trackable
         self._head = head
         self._mean = tf.constant(IMAGENET_MEAN, tf.float32)
-        self._std = tf.constant(IMAGENET_STD, tf.float32)
 
         self.__call__ = tf.function(self._forward)
         spec = tf.TensorSpec([None, None, None, 3], tf.float32, name="images")
@@ -105,10 +112,11 @@ class RepVGGHubModule(tf.Module):
         self.serve = tf.function(self._serve, input_signature=[spec])
 
     def _forward(self, images, training=False):
-        """Normalise, run the fused blocks, pool, and for classification apply the head."""
+        """Subtract the mean (1/std lives in the stem kernel), run the fused blocks, pool, and for
+        classification apply the head."""
         del training  # the fused network has no BatchNorm or dropout: same graph either way
         p = self.variables
-        x = (tf.convert_to_tensor(images, tf.float32) - self._mean) / self._std
+        x = tf.convert_to_tensor(images, tf.float32) - self._mean
         for block in self._blocks:
             x = tf.nn.conv2d(x, p[block.kernel], strides=block.stride, padding=_PAD)
             x = tf.nn.bias_add(x, p[block.bias])
