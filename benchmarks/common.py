@@ -63,6 +63,18 @@ def run_interleaved(runners: list[Runner], repeats: int, *, warmup: int = 2, min
             runner.time_once()
 
 
+def ort_session(path: Path, threads: int, **options):
+    """onnxruntime on the CPU with ``threads`` intra-op threads (and any other SessionOptions)."""
+    import onnxruntime as ort
+
+    session_options = ort.SessionOptions()
+    session_options.intra_op_num_threads = threads
+    session_options.inter_op_num_threads = 1
+    for name, value in options.items():
+        setattr(session_options, name, value)
+    return ort.InferenceSession(str(path), session_options, providers=["CPUExecutionProvider"])
+
+
 def machine() -> dict:
     info = {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count()}
     try:

@@ -15,18 +15,24 @@ import os
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 # torch (and timm, which loads torchvision and triton) before TensorFlow: the other order crashes.
-import onnxruntime as ort  # noqa: E402
+# onnxruntime is loaded here too, before TensorFlow, though only common.ort_session uses it.
+import onnxruntime  # noqa: E402, F401
 import timm  # noqa: E402
 import torch  # noqa: E402
-from common import Runner, print_table, run_interleaved, write_json  # noqa: E402
+from common import Runner, ort_session, print_table, run_interleaved, write_json  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 from timm.utils.model import reparameterize_model  # noqa: E402
+
+if TYPE_CHECKING:
+    from repvgg_registry.variants import VariantSpec
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -67,15 +73,22 @@ def fp32_ceiling(seconds: float = 3.0) -> float:
     return best
 
 
-def make_runners(variant: str, batch: int, size: int, threads: int, workdir: Path) -> tuple[list[Runner], dict]:
-    import keras
-    import numpy as np
-    import tensorflow as tf
-    import tensorflow_hub as hub
-    import tf_keras
+@dataclass
+class Prepared:
+    """One variant with one set of random weights, in every form the benchmarks compare."""
 
+    spec: VariantSpec
+    checkpoint: Path  # timm's train-form state dict (safetensors), what our build loads
+    artifacts: Path  # our build output: feature_vector/ and classification/
+    onnx: Path  # timm's fused model, exported with a dynamic batch
+    timm_fused: torch.nn.Module  # channels_last
+
+
+def prepare(variant: str, size: int, workdir: Path) -> Prepared:
+    """Random timm weights (seed 0) -> checkpoint -> our published SavedModels, and timm's fused
+    model -> ONNX; files are reused from workdir when present."""
     from repvgg_registry.publish.build import build_artifacts
-    from repvgg_registry.variants import build_model, get_variant
+    from repvgg_registry.variants import get_variant
 
     spec = get_variant(variant)
     torch.manual_seed(0)
@@ -94,11 +107,6 @@ def make_runners(variant: str, batch: int, size: int, threads: int, workdir: Pat
     out = workdir / f"{variant}-artifacts"
     if not out.exists():
         build_artifacts(spec, out, weights=str(ckpt))
-    saved = tf.saved_model.load(str(out / "classification"))
-    serving = saved.signatures["serving_default"]
-    layer_model = tf_keras.Sequential([tf_keras.Input((size, size, 3)), hub.KerasLayer(str(out / "classification"))])
-    train = build_model(spec, "train", weights=str(ckpt))
-
     onnx_path = workdir / f"{variant}.onnx"
     if not onnx_path.exists():
         torch.onnx.export(
@@ -111,10 +119,26 @@ def make_runners(variant: str, batch: int, size: int, threads: int, workdir: Pat
             output_names=["logits"],
             dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}},
         )
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+    return Prepared(spec, ckpt, out, onnx_path, timm_fused)
+
+
+def make_runners(variant: str, batch: int, size: int, threads: int, workdir: Path) -> tuple[list[Runner], dict]:
+    import keras
+    import numpy as np
+    import tensorflow as tf
+    import tensorflow_hub as hub
+    import tf_keras
+
+    from repvgg_registry.variants import build_model
+
+    prepared = prepare(variant, size, workdir)
+    timm_fused = prepared.timm_fused
+    saved = tf.saved_model.load(str(prepared.artifacts / "classification"))
+    serving = saved.signatures["serving_default"]
+    classifier = str(prepared.artifacts / "classification")
+    layer_model = tf_keras.Sequential([tf_keras.Input((size, size, 3)), hub.KerasLayer(classifier)])
+    train = build_model(prepared.spec, "train", weights=str(prepared.checkpoint))
+    session = ort_session(prepared.onnx, threads)
 
     rng = np.random.default_rng(0)
     images = rng.random((batch, size, size, 3), dtype=np.float32)  # what our artifact takes: [0, 1]

@@ -56,3 +56,21 @@ def test_publish_benchmark_smoke(tmp_path):
         "repvgg-registry list",
         'python -c "import tensorflow"',
     }
+
+
+def test_kernel_benchmark_smoke(tmp_path):
+    """Per-conv kernel times from oneDNN's verbose log and onnxruntime's profiler, one per layer."""
+    data = _run(
+        "kernels.py",
+        *("--variant", "A0", "--batch", "1", "--size", "64", "--rounds", "1", "--calls", "2"),
+        out=tmp_path / "kernels.json",
+    )
+    from repvgg_registry.variants import get_variant
+
+    assert [row["layer"] for row in data["layers"]] == [plan.name for plan in get_variant("A0").layers()]
+    for row in data["layers"]:
+        assert row["gflop"] > 0 and row["tf_ms"] > 0 and row["tf_frozen_ms"] > 0 and row["ort_ms"] > 0, row
+    assert set(data["wall_ms"]) == {"tf", "tf_frozen", "ort"} and min(data["wall_ms"].values()) > 0
+    # The kernels are part of each call, so together they cannot take longer than the call.
+    for kind, total in data["conv_ms_total"].items():
+        assert total < data["wall_ms"][kind] * 1.5, (kind, total, data["wall_ms"][kind])

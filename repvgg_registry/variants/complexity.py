@@ -44,14 +44,22 @@ def count_params(spec: VariantSpec, form: str = "deploy", *, include_top: bool =
     return total + (head_params(spec) if include_top else 0)
 
 
-def count_macs(spec: VariantSpec, height: int = 224, width: int | None = None, *, include_top: bool = True) -> int:
-    """Multiply-accumulates of the deploy form for one image of ``height`` x ``width``."""
+def layer_macs(spec: VariantSpec, height: int = 224, width: int | None = None) -> list[int]:
+    """Multiply-accumulates of each deploy-form block (conv, and SE where present) for one image,
+    in ``spec.layers()`` order; benchmarks use it to turn per-conv times into GFLOP/s."""
     h, w = height, height if width is None else width
-    macs = 0
+    macs = []
     for plan in spec.layers():
         h, w = _conv_out(h, plan.stride), _conv_out(w, plan.stride)
-        macs += h * w * 9 * (plan.in_channels // plan.groups) * plan.out_channels
-        macs += 2 * plan.out_channels * plan.se_channels
+        macs.append(
+            h * w * 9 * (plan.in_channels // plan.groups) * plan.out_channels + 2 * plan.out_channels * plan.se_channels
+        )
+    return macs
+
+
+def count_macs(spec: VariantSpec, height: int = 224, width: int | None = None, *, include_top: bool = True) -> int:
+    """Multiply-accumulates of the deploy form for one image of ``height`` x ``width``."""
+    macs = sum(layer_macs(spec, height, width))
     if include_top:
         macs += spec.num_features * spec.num_classes
     return macs

@@ -1,0 +1,240 @@
+"""Where the time goes, conv by conv: oneDNN's kernel time for each conv of our published
+SavedModel (as TF runs it, and with ``TF_ONEDNN_ASSUME_FROZEN_WEIGHTS=1``) next to onnxruntime's
+kernel time for the same conv of timm's fused model, plus each one's wall time per call.
+
+    python benchmarks/kernels.py --variant A0 --batch 1
+
+Why: the end-to-end benchmark (inference.py) says *how much* slower or faster we are; this says
+*where*. TF's time comes from oneDNN's verbose log (``ONEDNN_VERBOSE=1``: one line per primitive
+with its execution time), onnxruntime's from its profiler. Each of the three runs in its own child
+process (the oneDNN variables are read once per process), and the rounds alternate between them so
+that machine noise hits all alike; per-layer figures are medians over rounds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+CONV_OPS = {"Conv", "FusedConv", "NhwcFusedConv"}
+RUNS = {
+    "tf": {},
+    "tf_frozen": {"TF_ONEDNN_ASSUME_FROZEN_WEIGHTS": "1"},
+    "ort": {},
+}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--variant", default="A0")
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--calls", type=int, default=10, help="timed calls per child process")
+    parser.add_argument("--rounds", type=int, default=3, help="child processes per run kind, alternating")
+    parser.add_argument("--json", default=None, help="where to write the results (default benchmarks/results/)")
+    parser.add_argument("--child", choices=sorted(RUNS), help=argparse.SUPPRESS)
+    parser.add_argument("--model", help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+# --- child processes: run one model, print per-call conv kernel times as JSON on the last line ---
+
+
+def _child_tf(args: argparse.Namespace) -> dict:
+    """Run the SavedModel with oneDNN's verbose log on and split it into calls."""
+    import numpy as np
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    serving = tf.saved_model.load(args.model).signatures["serving_default"]
+    images = tf.constant(np.random.default_rng(0).random((args.batch, args.size, args.size, 3), dtype=np.float32))
+    for _ in range(3):
+        serving(images=images)
+    sys.stdout.flush()
+    with tempfile.TemporaryFile(mode="w+") as log:
+        saved_stdout = os.dup(1)
+        os.dup2(log.fileno(), 1)  # oneDNN writes its verbose lines to fd 1
+        try:
+            start = time.perf_counter()
+            for _ in range(args.calls):
+                serving(images=images)
+            wall = (time.perf_counter() - start) / args.calls
+        finally:
+            sys.stdout.flush()
+            os.dup2(saved_stdout, 1)
+            os.close(saved_stdout)
+        log.seek(0)
+        convs = [
+            float(line.rsplit(",", 1)[1])
+            for line in log
+            if line.startswith("onednn_verbose") and ",exec,cpu,convolution," in line
+        ]
+    return {"wall_ms": wall * 1e3, "conv_ms": _per_layer(convs, args.calls)}
+
+
+def _child_ort(args: argparse.Namespace) -> dict:
+    """Run the ONNX model with onnxruntime's profiler and take its conv nodes' kernel times."""
+    import numpy as np
+    from common import ort_session
+
+    images = np.random.default_rng(0).random((args.batch, 3, args.size, args.size), dtype=np.float32)
+    # One session at a time: an idle session's spinning threads would steal the other's cores.
+    session = ort_session(Path(args.model), args.threads)
+    for _ in range(3):
+        session.run(None, {"images": images})
+    start = time.perf_counter()
+    for _ in range(args.calls):
+        session.run(None, {"images": images})
+    wall = (time.perf_counter() - start) / args.calls
+    del session
+    with tempfile.TemporaryDirectory() as tmp:
+        profiled = ort_session(
+            Path(args.model), args.threads, enable_profiling=True, profile_file_prefix=str(Path(tmp) / "p")
+        )
+        for _ in range(3 + args.calls):
+            profiled.run(None, {"images": images})
+        events = json.loads(Path(profiled.end_profiling()).read_text())
+    convs = [
+        e["dur"] / 1e3
+        for e in events
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time") and e["args"].get("op_name") in CONV_OPS
+    ]
+    # The profiler also saw the warm-up calls: keep the last `calls` runs.
+    return {"wall_ms": wall * 1e3, "conv_ms": _per_layer(convs, args.calls, keep_last=True)}
+
+
+def _per_layer(times: list[float], calls: int, *, keep_last: bool = False) -> list[float]:
+    """Mean time per conv position over the calls (every call runs the same convs in order)."""
+    if not times or len(times) % calls and not keep_last:
+        raise RuntimeError(f"expected a multiple of {calls} conv records, got {len(times)}")
+    per_call = len(times) // (calls + 3) if keep_last else len(times) // calls
+    times = times[-per_call * calls :]
+    return [statistics.fmean(times[i::per_call]) for i in range(per_call)]
+
+
+# --- parent: prepare the models, alternate the children, print the table ---
+
+
+def _run_child(kind: str, model: Path, args: argparse.Namespace) -> dict:
+    command = [
+        sys.executable,
+        __file__,
+        "--child",
+        kind,
+        "--model",
+        str(model),
+        *("--batch", str(args.batch), "--size", str(args.size), "--threads", str(args.threads)),
+        *("--calls", str(args.calls)),
+    ]
+    env = {**os.environ, **RUNS[kind], "TF_CPP_MIN_LOG_LEVEL": "3"}
+    if kind.startswith("tf"):
+        env["ONEDNN_VERBOSE"] = "1"
+    proc = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{kind} child failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.child:
+        result = _child_tf(args) if args.child.startswith("tf") else _child_ort(args)
+        print(json.dumps(result))
+        return 0
+
+    from common import print_table, write_json
+    from inference import prepare
+
+    from repvgg_registry.variants import get_variant
+    from repvgg_registry.variants.complexity import layer_macs
+
+    spec = get_variant(args.variant)
+    plans = spec.layers()
+    with tempfile.TemporaryDirectory(prefix="repvgg-kernels-") as tmp:
+        prepared = prepare(args.variant, args.size, Path(tmp))
+        models = {"tf": prepared.artifacts / "classification", "ort": prepared.onnx}
+        models["tf_frozen"] = models["tf"]
+        samples: dict[str, list[dict]] = {kind: [] for kind in RUNS}
+        for _ in range(args.rounds):
+            for kind in RUNS:
+                samples[kind].append(_run_child(kind, models[kind], args))
+    layers = {
+        kind: [statistics.median(col) for col in zip(*(s["conv_ms"] for s in runs), strict=True)]
+        for kind, runs in samples.items()
+    }
+    walls = {kind: statistics.median(s["wall_ms"] for s in runs) for kind, runs in samples.items()}
+    for kind, values in layers.items():
+        if len(values) != len(plans):
+            raise RuntimeError(f"{kind}: {len(values)} convs per call, the variant has {len(plans)} layers")
+
+    rows, records = [], []
+    size = args.size
+    columns = zip(plans, layer_macs(spec, args.size), layers["tf"], layers["tf_frozen"], layers["ort"], strict=True)
+    for plan, macs, tf_ms, frozen_ms, ort_ms in columns:
+        size = -(-size // plan.stride)
+        gflop = 2 * args.batch * macs / 1e9
+        records.append(
+            {
+                "layer": plan.name,
+                "out_size": size,
+                "gflop": gflop,
+                "tf_ms": tf_ms,
+                "tf_frozen_ms": frozen_ms,
+                "ort_ms": ort_ms,
+            }
+        )
+        rows.append(
+            [
+                plan.name,
+                f"{plan.in_channels}->{plan.out_channels} g{plan.groups} /{plan.stride} @{size}",
+                f"{tf_ms:.3f} ({gflop / tf_ms * 1e3:.0f})",
+                f"{frozen_ms:.3f} ({gflop / frozen_ms * 1e3:.0f})",
+                f"{ort_ms:.3f} ({gflop / ort_ms * 1e3:.0f})",
+                f"{tf_ms / ort_ms:.2f}",
+            ]
+        )
+    total_gflop = sum(r["gflop"] for r in records)
+    sums = {kind: sum(values) for kind, values in layers.items()}
+    rows.append(
+        ["all convs", f"{total_gflop:.2f} GFLOP"]
+        + [f"{sums[k]:.2f} ({total_gflop / sums[k] * 1e3:.0f})" for k in ("tf", "tf_frozen", "ort")]
+        + [f"{sums['tf'] / sums['ort']:.2f}"]
+    )
+    rows.append(
+        ["wall per call", ""]
+        + [f"{walls[k]:.2f}" for k in ("tf", "tf_frozen", "ort")]
+        + [f"{walls['tf'] / walls['ort']:.2f}"]
+    )
+    print_table(
+        f"{args.variant} conv kernels at batch {args.batch}, {args.size}x{args.size}, {args.threads} threads:"
+        " ms per call (GFLOP/s), median of rounds",
+        ["layer", "conv", "TF oneDNN", "TF oneDNN, frozen weights", "onnxruntime", "TF / ort"],
+        rows,
+    )
+    write_json(
+        f"kernels-{args.variant}-b{args.batch}",
+        {
+            "args": {k: v for k, v in vars(args).items() if k not in ("child", "model")},
+            "layers": records,
+            "conv_ms_total": sums,
+            "wall_ms": walls,
+        },
+        args.json,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
