@@ -1,5 +1,6 @@
 """Inference speed, side by side in one process: our published fused SavedModel (through
-``tf.saved_model.load`` and through ``hub.KerasLayer``), our train form, timm's fused model in
+``tf.saved_model.load`` and through ``hub.KerasLayer``), its serving signature frozen in memory
+(``repvgg_registry.publish.frozen.freeze_serving``, the inference-only opt-in), our train form, timm's fused model in
 channels_last, and onnxruntime on timm's fused model exported to ONNX. Same random weights for
 all, interleaved repeats, plus the machine's fp32 ceiling measured in the same run.
 
@@ -129,12 +130,14 @@ def make_runners(variant: str, batch: int, size: int, threads: int, workdir: Pat
     import tensorflow_hub as hub
     import tf_keras
 
+    from repvgg_registry.publish.frozen import freeze_serving
     from repvgg_registry.variants import build_model
 
     prepared = prepare(variant, size, workdir)
     timm_fused = prepared.timm_fused
     saved = tf.saved_model.load(str(prepared.artifacts / "classification"))
     serving = saved.signatures["serving_default"]
+    frozen = freeze_serving(saved)  # the inference-only opt-in: variables as constants, in memory
     classifier = str(prepared.artifacts / "classification")
     layer_model = tf_keras.Sequential([tf_keras.Input((size, size, 3)), hub.KerasLayer(classifier)])
     train = build_model(prepared.spec, "train", weights=str(prepared.checkpoint))
@@ -160,6 +163,7 @@ def make_runners(variant: str, batch: int, size: int, threads: int, workdir: Pat
     runners = [
         Runner("ours: SavedModel serving_default", lambda: serving(images=tf_images)["logits"].numpy(), batch),
         Runner("ours: hub.KerasLayer", lambda: layer_call(tf_images).numpy(), batch),
+        Runner("ours: frozen serving (opt-in)", lambda: frozen(images=tf_images)["logits"].numpy(), batch),
         Runner("ours: train form (Keras 3)", lambda: train_call(tf_normalised).numpy(), batch),
         Runner("timm fused, channels_last", run_timm, batch),
         Runner("onnxruntime (timm fused)", lambda: session.run(None, {"images": nchw})[0], batch),

@@ -22,6 +22,7 @@ from repvgg_registry.cli import app
 from repvgg_registry.hashing import sha256_file as sha256_of
 from repvgg_registry.publish import build as build_mod
 from repvgg_registry.publish.build import BuildError, build_artifacts
+from repvgg_registry.publish.frozen import freeze_serving
 from repvgg_registry.variants import build_model, count_params, get_variant
 from repvgg_registry.variants.equivalence import sample_images
 
@@ -108,6 +109,57 @@ def test_reusable_savedmodel_contract(built):
     assert list(sig.structured_outputs) == ["feature_vector"]
     assert sig.structured_outputs["feature_vector"].shape.as_list() == [None, 1280]
     assert sig(images=x)["feature_vector"].shape == (2, 1280)
+
+
+def _source(tensor):
+    """The op behind a tensor, looking through Identity ops."""
+    op = tensor.op
+    while op.type == "Identity":
+        op = op.inputs[0].op
+    return op
+
+
+def test_frozen_serving_equals_the_signature_and_is_a_snapshot(built):
+    """freeze_serving: same outputs as serving_default, every conv filter a graph constant (what
+    lets oneDNN cache its blocked weights), and a snapshot: changing the loaded model's variables
+    changes the original signature but not the frozen copy."""
+    x = tf.constant(_images(96, 128))
+    for task, key in (("classification", "logits"), ("feature_vector", "feature_vector")):
+        obj = tf.saved_model.load(str(built.out_dir / task))
+        original = obj.signatures["serving_default"]
+        frozen = freeze_serving(obj)
+        expected = original(images=x)[key].numpy()
+        got = frozen(images=x)
+        assert list(got) == [key]
+        np.testing.assert_allclose(got[key].numpy(), expected, rtol=1e-6, atol=1e-6 * np.abs(expected).max())
+        np.testing.assert_array_equal(frozen(x)[key].numpy(), got[key].numpy())  # positional too
+
+        ops = frozen.graph.get_operations()
+        assert not [op.type for op in ops if "Variable" in op.type]
+        convs = [op for op in ops if op.type == "Conv2D"]
+        assert len(convs) == len(get_variant("A0").layers())
+        assert all(_source(op.inputs[1]).type == "Const" for op in convs)  # grappler drops the Identity ops
+
+        bias = obj.variables[-1]  # the head's (or the last block's) bias
+        bias.assign(bias + 1.0)
+        assert not np.allclose(original(images=x)[key].numpy(), expected)
+        np.testing.assert_array_equal(frozen(images=x)[key].numpy(), got[key].numpy())
+
+    with pytest.raises(ValueError, match="no signature 'serve'.*serving_default"):
+        freeze_serving(built.out_dir / "classification", signature="serve")
+
+
+def test_model_card_freeze_snippet_runs(built):
+    """The card's inference-only snippet (plain TensorFlow, no repvgg_registry) does what it says."""
+    card = (built.out_dir / "classification" / "README.md").read_text()
+    blocks = [b.split("\n", 1)[1] for b in card.split("```")[1::2] if b.startswith("python")]
+    snippet = next(b for b in blocks if "convert_variables_to_constants_v2" in b)
+    obj = tf.saved_model.load(str(built.out_dir / "classification"))
+    images = tf.constant(_images(64, 96))
+    scope = {"obj": obj, "images": images}
+    exec(snippet, scope)  # noqa: S102 - our own card's code, the point of the test
+    expected = obj.signatures["serving_default"](images=images)["logits"].numpy()
+    np.testing.assert_allclose(scope["y"].numpy(), expected, rtol=1e-6, atol=1e-6 * np.abs(expected).max())
 
 
 @pytest.mark.parametrize(("height", "width"), SIZES)

@@ -39,7 +39,10 @@ def test_inference_benchmark_smoke(tmp_path):
     )
     runners = {r["runner"] for r in data["results"]}
     assert (
-        len(runners) == 5 and any("onnxruntime" in r for r in runners) and any("hub.KerasLayer" in r for r in runners)
+        len(runners) == 6
+        and any("onnxruntime" in r for r in runners)
+        and any("hub.KerasLayer" in r for r in runners)
+        and any("frozen" in r for r in runners)
     )
     assert data["fp32_ceiling_gflops"] > 0
     for row in data["results"]:
