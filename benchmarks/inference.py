@@ -16,6 +16,7 @@ import os
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -29,6 +30,7 @@ import onnxruntime  # noqa: E402, F401
 import timm  # noqa: E402
 import torch  # noqa: E402
 from common import Runner, ort_session, print_table, run_interleaved, write_json  # noqa: E402
+from isolated import IsolatedFrozenServing  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 from timm.utils.model import reparameterize_model  # noqa: E402
 
@@ -72,6 +74,9 @@ def fp32_ceiling(seconds: float = 3.0) -> float:
         matmul().numpy()
         best = max(best, 2 * n**3 / (time.perf_counter() - start) / 1e9)
     return best
+
+
+FROZEN_RUNNER = "ours: frozen serving (opt-in, own process)"
 
 
 @dataclass
@@ -123,21 +128,24 @@ def prepare(variant: str, size: int, workdir: Path) -> Prepared:
     return Prepared(spec, ckpt, out, onnx_path, timm_fused)
 
 
-def make_runners(variant: str, batch: int, size: int, threads: int, workdir: Path) -> tuple[list[Runner], dict]:
+def make_runners(
+    variant: str, batch: int, size: int, threads: int, workdir: Path, cleanup: ExitStack
+) -> tuple[list[Runner], dict]:
     import keras
     import numpy as np
     import tensorflow as tf
     import tensorflow_hub as hub
     import tf_keras
 
-    from repvgg_registry.publish.frozen import freeze_serving
     from repvgg_registry.variants import build_model
 
     prepared = prepare(variant, size, workdir)
     timm_fused = prepared.timm_fused
     saved = tf.saved_model.load(str(prepared.artifacts / "classification"))
     serving = saved.signatures["serving_default"]
-    frozen = freeze_serving(saved)  # the inference-only opt-in: variables as constants, in memory
+    # The inference-only opt-in (weights as constants), in its own process: see isolated.py.
+    frozen = IsolatedFrozenServing(prepared.artifacts / "classification", batch=batch, size=size, threads=threads)
+    cleanup.callback(frozen.close)
     classifier = str(prepared.artifacts / "classification")
     layer_model = tf_keras.Sequential([tf_keras.Input((size, size, 3)), hub.KerasLayer(classifier)])
     train = build_model(prepared.spec, "train", weights=str(prepared.checkpoint))
@@ -163,12 +171,13 @@ def make_runners(variant: str, batch: int, size: int, threads: int, workdir: Pat
     runners = [
         Runner("ours: SavedModel serving_default", lambda: serving(images=tf_images)["logits"].numpy(), batch),
         Runner("ours: hub.KerasLayer", lambda: layer_call(tf_images).numpy(), batch),
-        Runner("ours: frozen serving (opt-in)", lambda: frozen(images=tf_images)["logits"].numpy(), batch),
+        Runner(FROZEN_RUNNER, frozen.call, batch),
         Runner("ours: train form (Keras 3)", lambda: train_call(tf_normalised).numpy(), batch),
         Runner("timm fused, channels_last", run_timm, batch),
         Runner("onnxruntime (timm fused)", lambda: session.run(None, {"images": nchw})[0], batch),
     ]
-    outputs = {r.name: np.asarray(r.call()) for r in runners}
+    outputs = {r.name: np.asarray(r.call()) for r in runners if r.name != FROZEN_RUNNER}
+    outputs[FROZEN_RUNNER] = frozen.output(workdir / "frozen-output.npy")
     reference = outputs["timm fused, channels_last"]
     scale = max(1.0, float(np.abs(reference).max()))
     agreement = {name: float(np.abs(out - reference).max()) / scale for name, out in outputs.items()}
@@ -187,8 +196,9 @@ def main(argv=None) -> int:
         for variant in args.variants:
             macs = count_macs(get_variant(variant), args.size)
             for batch in args.batch:
-                runners, agreement = make_runners(variant, batch, args.size, args.threads, Path(tmp))
-                run_interleaved(runners, args.repeats, min_seconds=args.min_seconds)
+                with ExitStack() as cleanup:
+                    runners, agreement = make_runners(variant, batch, args.size, args.threads, Path(tmp), cleanup)
+                    run_interleaved(runners, args.repeats, min_seconds=args.min_seconds)
                 ours = runners[0].median_rate
                 for runner in runners:
                     gflops = 2 * macs * runner.median_rate / 1e9

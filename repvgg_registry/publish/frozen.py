@@ -34,7 +34,7 @@ def freeze_serving(model: str | Path | Any, *, signature: str = "serving_default
     The result is called like the signature, ``frozen(images=batch)``, and returns the same dict
     (``{"logits": ...}`` or ``{"feature_vector": ...}``) with the same values.
     """
-    loaded = tf.saved_model.load(str(model)) if isinstance(model, (str, Path)) else model
+    loaded = tf.saved_model.load(str(Path(model).expanduser())) if isinstance(model, (str, Path)) else model
     try:
         original = loaded.signatures[signature]
     except KeyError:

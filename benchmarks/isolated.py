@@ -1,0 +1,92 @@
+"""Our frozen serving signature in a child process, timed call by call from the parent.
+
+Why a child: TF's oneDNN convolutions share one primitive cache per process, keyed by shapes and
+post-ops but not by the weights' layout. A frozen copy (weights as constants, blocked layout) and
+the plain signature (weights as variables, plain layout) of the same model in one process therefore
+pick up each other's primitives, and which layout wins depends on who ran first. A serving process
+runs only the frozen copy, so that is what the benchmark times; the parent still interleaves it
+with the other runners (one line over a pipe per call, well under a millisecond).
+
+The child makes its input exactly like the parent does (``numpy.random.default_rng(0)``).
+
+    python benchmarks/isolated.py SAVED_MODEL --batch 1 --size 224 --threads 2
+    stdin: "run" -> one call, prints "ok";  "dump PATH" -> saves the output as .npy;  EOF -> exit
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+
+class IsolatedFrozenServing:
+    """Parent side: start the child, then ``call()`` runs one batch in it."""
+
+    def __init__(self, saved_model: Path, *, batch: int, size: int, threads: int) -> None:
+        command = [sys.executable, __file__, str(saved_model), "--batch", str(batch), "--size", str(size)]
+        command += ["--threads", str(threads)]
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+        self._proc = subprocess.Popen(
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+        )
+        self._expect("ready")
+
+    def _expect(self, word: str) -> None:
+        line = self._proc.stdout.readline().strip()
+        if line != word:
+            self._proc.kill()
+            raise RuntimeError(f"isolated child said {line!r}, not {word!r}: {self._proc.stderr.read()[-3000:]}")
+
+    def _send(self, line: str) -> None:
+        self._proc.stdin.write(line + "\n")
+        self._proc.stdin.flush()
+        self._expect("ok")
+
+    def call(self) -> None:
+        self._send("run")
+
+    def output(self, path: Path) -> np.ndarray:
+        self._send(f"dump {path}")
+        return np.load(path)
+
+    def close(self) -> None:
+        if self._proc.poll() is None:
+            self._proc.stdin.close()
+            self._proc.wait(timeout=60)
+
+
+def _child(argv=None) -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("saved_model")
+    parser.add_argument("--batch", type=int, required=True)
+    parser.add_argument("--size", type=int, required=True)
+    parser.add_argument("--threads", type=int, required=True)
+    args = parser.parse_args(argv)
+
+    import tensorflow as tf
+
+    from repvgg_registry.publish.frozen import freeze_serving
+
+    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    serve = freeze_serving(args.saved_model)
+    rng = np.random.default_rng(0)
+    images = tf.constant(rng.random((args.batch, args.size, args.size, 3), dtype=np.float32))
+    (key,) = serve(images=images)  # the one output key, and the first (tracing) call
+    print("ready", flush=True)
+    for line in sys.stdin:
+        command, _, rest = line.strip().partition(" ")
+        result = serve(images=images)[key].numpy()
+        if command == "dump":
+            np.save(rest, result)
+        print("ok", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_child())
