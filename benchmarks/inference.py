@@ -1,8 +1,9 @@
-"""Inference speed, side by side in one process: our published fused SavedModel (through
+"""Inference speed, side by side in one run: our published fused SavedModel (through
 ``tf.saved_model.load`` and through ``hub.KerasLayer``), its serving signature frozen in memory
-(``repvgg_registry.publish.frozen.freeze_serving``, the inference-only opt-in), our train form, timm's fused model in
-channels_last, and onnxruntime on timm's fused model exported to ONNX. Same random weights for
-all, interleaved repeats, plus the machine's fp32 ceiling measured in the same run.
+(``repvgg_registry.publish.frozen.freeze_serving``, the inference-only opt-in, timed in its own
+process: see isolated.py), our train form, timm's fused model in channels_last, and onnxruntime on
+timm's fused model exported to ONNX. Same random weights for all, interleaved repeats, plus the
+machine's fp32 ceiling measured in the same run.
 
     python benchmarks/inference.py --variants A0 B0 B1g4 B3g4 --batch 1 32
 
