@@ -63,6 +63,22 @@ def run_interleaved(runners: list[Runner], repeats: int, *, warmup: int = 2, min
             runner.time_once()
 
 
+def configure_tf_threads(threads: int) -> None:
+    """TensorFlow on ``threads`` intra-op threads and one inter-op thread, like every runner."""
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+
+
+def sample_batch(batch: int, size: int):
+    """The benchmark input: RGB in [0, 1], NHWC float32, from ``default_rng(0)``. Every process that
+    times a model (the parent and its children) makes it here, so all see the same images."""
+    import numpy as np
+
+    return np.random.default_rng(0).random((batch, size, size, 3), dtype=np.float32)
+
+
 def ort_session(path: Path, threads: int, **options):
     """onnxruntime on the CPU with ``threads`` intra-op threads (and any other SessionOptions)."""
     import onnxruntime as ort

@@ -30,7 +30,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import onnxruntime  # noqa: E402, F401
 import timm  # noqa: E402
 import torch  # noqa: E402
-from common import Runner, ort_session, print_table, run_interleaved, write_json  # noqa: E402
+from common import (  # noqa: E402
+    Runner,
+    configure_tf_threads,
+    ort_session,
+    print_table,
+    run_interleaved,
+    sample_batch,
+    write_json,
+)
 from isolated import IsolatedFrozenServing  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 from timm.utils.model import reparameterize_model  # noqa: E402
@@ -52,11 +60,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def configure_threads(threads: int) -> None:
-    import tensorflow as tf
-
     torch.set_num_threads(threads)
-    tf.config.threading.set_intra_op_parallelism_threads(threads)
-    tf.config.threading.set_inter_op_parallelism_threads(1)
+    configure_tf_threads(threads)
 
 
 def fp32_ceiling(seconds: float = 3.0) -> float:
@@ -152,8 +157,7 @@ def make_runners(
     train = build_model(prepared.spec, "train", weights=str(prepared.checkpoint))
     session = ort_session(prepared.onnx, threads)
 
-    rng = np.random.default_rng(0)
-    images = rng.random((batch, size, size, 3), dtype=np.float32)  # what our artifact takes: [0, 1]
+    images = sample_batch(batch, size)  # what our artifact takes: [0, 1]
     mean, std = np.array([0.485, 0.456, 0.406], np.float32), np.array([0.229, 0.224, 0.225], np.float32)
     normalised = ((images - mean) / std).astype(np.float32)
     nchw = np.ascontiguousarray(normalised.transpose(0, 3, 1, 2))

@@ -7,7 +7,7 @@ pick up each other's primitives, and which layout wins depends on who ran first.
 runs only the frozen copy, so that is what the benchmark times; the parent still interleaves it
 with the other runners (one line over a pipe per call, well under a millisecond).
 
-The child makes its input exactly like the parent does (``numpy.random.default_rng(0)``).
+The child makes its input with the parent's ``common.sample_batch``, so both see the same images.
 
     python benchmarks/isolated.py SAVED_MODEL --batch 1 --size 224 --threads 2
     stdin: "run" -> one call, prints "ok";  "dump PATH" -> saves the output as .npy;  EOF -> exit
@@ -19,6 +19,7 @@ import argparse
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -31,8 +32,11 @@ class IsolatedFrozenServing:
         command = [sys.executable, __file__, str(saved_model), "--batch", str(batch), "--size", str(size)]
         command += ["--threads", str(threads)]
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+        # stderr to a file, not a pipe nobody reads while the child runs: TF's start-up logging
+        # could fill a pipe and block the child.
+        self._stderr = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - lives as long as the child; close()
         self._proc = subprocess.Popen(
-            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr, text=True, env=env
         )
         self._expect("ready")
 
@@ -40,7 +44,9 @@ class IsolatedFrozenServing:
         line = self._proc.stdout.readline().strip()
         if line != word:
             self._proc.kill()
-            raise RuntimeError(f"isolated child said {line!r}, not {word!r}: {self._proc.stderr.read()[-3000:]}")
+            self._proc.wait()
+            self._stderr.seek(0)
+            raise RuntimeError(f"isolated child said {line!r}, not {word!r}: {self._stderr.read()[-3000:]}")
 
     def _send(self, line: str) -> None:
         self._proc.stdin.write(line + "\n")
@@ -58,6 +64,7 @@ class IsolatedFrozenServing:
         if self._proc.poll() is None:
             self._proc.stdin.close()
             self._proc.wait(timeout=60)
+        self._stderr.close()
 
 
 def _child(argv=None) -> int:
@@ -69,14 +76,13 @@ def _child(argv=None) -> int:
     args = parser.parse_args(argv)
 
     import tensorflow as tf
+    from common import configure_tf_threads, sample_batch
 
     from repvgg_registry.publish.frozen import freeze_serving
 
-    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-    tf.config.threading.set_inter_op_parallelism_threads(1)
+    configure_tf_threads(args.threads)
     serve = freeze_serving(args.saved_model)
-    rng = np.random.default_rng(0)
-    images = tf.constant(rng.random((args.batch, args.size, args.size, 3), dtype=np.float32))
+    images = tf.constant(sample_batch(args.batch, args.size))
     (key,) = serve(images=images)  # the one output key, and the first (tracing) call
     print("ready", flush=True)
     for line in sys.stdin:

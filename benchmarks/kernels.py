@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 CONV_OPS = {"Conv", "FusedConv", "NhwcFusedConv"}
 RUNS = ("tf", "tf_frozen", "ort")
+WARMUP_CALLS = 3  # untimed calls before the timed ones, in every child
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -51,11 +52,10 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def _child_tf(args: argparse.Namespace) -> dict:
     """Run the SavedModel with oneDNN's verbose log on and split it into calls."""
-    import numpy as np
     import tensorflow as tf
+    from common import configure_tf_threads, sample_batch
 
-    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-    tf.config.threading.set_inter_op_parallelism_threads(1)
+    configure_tf_threads(args.threads)
     loaded = tf.saved_model.load(args.model)
     if args.child == "tf_frozen":
         from repvgg_registry.publish.frozen import freeze_serving
@@ -63,8 +63,8 @@ def _child_tf(args: argparse.Namespace) -> dict:
         serving = freeze_serving(loaded)
     else:
         serving = loaded.signatures["serving_default"]
-    images = tf.constant(np.random.default_rng(0).random((args.batch, args.size, args.size, 3), dtype=np.float32))
-    for _ in range(3):
+    images = tf.constant(sample_batch(args.batch, args.size))
+    for _ in range(WARMUP_CALLS):
         serving(images=images)
     sys.stdout.flush()
     with tempfile.TemporaryFile(mode="w+") as log:
@@ -85,18 +85,18 @@ def _child_tf(args: argparse.Namespace) -> dict:
             for line in log
             if line.startswith("onednn_verbose") and ",exec,cpu,convolution," in line
         ]
-    return {"wall_ms": wall * 1e3, "conv_ms": _per_layer(convs, args.calls)}
+    return {"wall_ms": wall * 1e3, "conv_ms": _per_layer(convs, recorded_calls=args.calls, keep=args.calls)}
 
 
 def _child_ort(args: argparse.Namespace) -> dict:
     """Run the ONNX model with onnxruntime's profiler and take its conv nodes' kernel times."""
     import numpy as np
-    from common import ort_session
+    from common import ort_session, sample_batch
 
-    images = np.random.default_rng(0).random((args.batch, 3, args.size, args.size), dtype=np.float32)
+    images = np.ascontiguousarray(sample_batch(args.batch, args.size).transpose(0, 3, 1, 2))
     # One session at a time: an idle session's spinning threads would steal the other's cores.
     session = ort_session(Path(args.model), args.threads)
-    for _ in range(3):
+    for _ in range(WARMUP_CALLS):
         session.run(None, {"images": images})
     start = time.perf_counter()
     for _ in range(args.calls):
@@ -107,7 +107,7 @@ def _child_ort(args: argparse.Namespace) -> dict:
         profiled = ort_session(
             Path(args.model), args.threads, enable_profiling=True, profile_file_prefix=str(Path(tmp) / "p")
         )
-        for _ in range(3 + args.calls):
+        for _ in range(WARMUP_CALLS + args.calls):
             profiled.run(None, {"images": images})
         events = json.loads(Path(profiled.end_profiling()).read_text())
     convs = [
@@ -116,15 +116,17 @@ def _child_ort(args: argparse.Namespace) -> dict:
         if e.get("cat") == "Node" and e["name"].endswith("_kernel_time") and e["args"].get("op_name") in CONV_OPS
     ]
     # The profiler also saw the warm-up calls: keep the last `calls` runs.
-    return {"wall_ms": wall * 1e3, "conv_ms": _per_layer(convs, args.calls, keep_last=True)}
+    recorded = WARMUP_CALLS + args.calls
+    return {"wall_ms": wall * 1e3, "conv_ms": _per_layer(convs, recorded_calls=recorded, keep=args.calls)}
 
 
-def _per_layer(times: list[float], calls: int, *, keep_last: bool = False) -> list[float]:
-    """Mean time per conv position over the calls (every call runs the same convs in order)."""
-    if not times or len(times) % calls and not keep_last:
-        raise RuntimeError(f"expected a multiple of {calls} conv records, got {len(times)}")
-    per_call = len(times) // (calls + 3) if keep_last else len(times) // calls
-    times = times[-per_call * calls :]
+def _per_layer(times: list[float], *, recorded_calls: int, keep: int) -> list[float]:
+    """Mean time per conv position over the last ``keep`` of ``recorded_calls`` calls (every call
+    runs the same convs in order)."""
+    if not times or len(times) % recorded_calls:
+        raise RuntimeError(f"expected a multiple of {recorded_calls} conv records, got {len(times)}")
+    per_call = len(times) // recorded_calls
+    times = times[-per_call * keep :]
     return [statistics.fmean(times[i::per_call]) for i in range(per_call)]
 
 
