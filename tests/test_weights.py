@@ -31,24 +31,19 @@ def _assert_close(ours, theirs, label):
     assert np.abs(theirs[0] - theirs[-1]).max() > 100 * tol, f"{label}: degenerate reference"
 
 
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-    return tmp_path_factory.mktemp("ckpt")
-
-
 @pytest.mark.parametrize(("name", "height", "width"), FULL)
-def test_full_matrix_against_timm(name, height, width, workdir):
+def test_full_matrix_against_timm(name, height, width, tmp_path):
     """Both schemes x both forms, loaded into the train and the deploy model."""
     spec = get_variant(name)
     x = sample_images(2, height, width, seed=height + width)
     torch_train = ref.timm_model(spec, [x], seed=3, perturb=PERTURB.get(name, 1.0))
     tag = f"{name}-{height}x{width}"
-    train_st = ref.save_timm_safetensors(torch_train, workdir / f"{tag}-train.safetensors")
-    train_pth = ref.save_official_pth(torch_train, workdir / f"RepVGG-{tag}-train.pth")
+    train_st = ref.save_timm_safetensors(torch_train, tmp_path / f"{tag}-train.safetensors")
+    train_pth = ref.save_official_pth(torch_train, tmp_path / f"RepVGG-{tag}-train.pth")
     expected_train = ref.logits(torch_train, x)
     torch_deploy = ref.fused(torch_train)
-    deploy_st = ref.save_timm_safetensors(torch_deploy, workdir / f"{tag}-deploy.safetensors")
-    deploy_pth = ref.save_official_pth(torch_deploy, workdir / f"RepVGG-{tag}-deploy.pth", wrap=False, prefix="")
+    deploy_st = ref.save_timm_safetensors(torch_deploy, tmp_path / f"{tag}-deploy.safetensors")
+    deploy_pth = ref.save_official_pth(torch_deploy, tmp_path / f"RepVGG-{tag}-deploy.pth", wrap=False, prefix="")
     expected_deploy = ref.logits(torch_deploy, x)
     del torch_train, torch_deploy
 
@@ -69,16 +64,16 @@ def test_full_matrix_against_timm(name, height, width, workdir):
 
 
 @pytest.mark.parametrize("name", [v.name for v in VARIANTS if v.name not in {f[0] for f in FULL}])
-def test_every_other_variant_against_timm(name, workdir):
+def test_every_other_variant_against_timm(name, tmp_path):
     """timm naming into the train form, the authors' deploy naming into the deploy form. The g2
     variants, which timm does not ship, go through a timm ByobNet config with groups=2."""
     spec = get_variant(name)
     x = sample_images(2, SMALL_SIZE, SMALL_SIZE, seed=7)
     torch_train = ref.timm_model(spec, [x], seed=4)
-    train_st = ref.save_timm_safetensors(torch_train, workdir / f"{name}.safetensors")
+    train_st = ref.save_timm_safetensors(torch_train, tmp_path / f"{name}.safetensors")
     expected_train = ref.logits(torch_train, x)
     torch_deploy = ref.fused(torch_train)
-    deploy_pth = ref.save_official_pth(torch_deploy, workdir / f"RepVGG-{name}-deploy.pth")
+    deploy_pth = ref.save_official_pth(torch_deploy, tmp_path / f"RepVGG-{name}-deploy.pth")
     expected_deploy = ref.logits(torch_deploy, x)
     del torch_train, torch_deploy
 
@@ -89,11 +84,11 @@ def test_every_other_variant_against_timm(name, workdir):
     _assert_close(deploy(x), expected_deploy, f"{name} deploy")
 
 
-def test_headless_model_takes_a_checkpoint_with_a_head(workdir):
+def test_headless_model_takes_a_checkpoint_with_a_head(tmp_path):
     spec = get_variant("A0")
     x = sample_images(2, 64, 64)
     torch_model = ref.timm_model(spec, [x], seed=5)
-    path = ref.save_timm_safetensors(torch_model, workdir / "a0-head.safetensors")
+    path = ref.save_timm_safetensors(torch_model, tmp_path / "a0-head.safetensors")
     features = build_model(spec, "deploy", include_top=False, weights=str(path))
     import torch
 
