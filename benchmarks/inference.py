@@ -144,21 +144,21 @@ def make_runners(
     import tf_keras
 
     from repvgg_registry.variants import build_model
+    from repvgg_registry.variants.table import IMAGENET_MEAN, IMAGENET_STD
 
     prepared = prepare(variant, size, workdir)
     timm_fused = prepared.timm_fused
-    saved = tf.saved_model.load(str(prepared.artifacts / "classification"))
-    serving = saved.signatures["serving_default"]
+    classifier = prepared.artifacts / "classification"
+    serving = tf.saved_model.load(str(classifier)).signatures["serving_default"]
     # The inference-only opt-in (weights as constants), in its own process: see isolated.py.
-    frozen = IsolatedFrozenServing(prepared.artifacts / "classification", batch=batch, size=size, threads=threads)
+    frozen = IsolatedFrozenServing(classifier, batch=batch, size=size, threads=threads)
     cleanup.callback(frozen.close)
-    classifier = str(prepared.artifacts / "classification")
-    layer_model = tf_keras.Sequential([tf_keras.Input((size, size, 3)), hub.KerasLayer(classifier)])
+    layer_model = tf_keras.Sequential([tf_keras.Input((size, size, 3)), hub.KerasLayer(str(classifier))])
     train = build_model(prepared.spec, "train", weights=str(prepared.checkpoint))
     session = ort_session(prepared.onnx, threads)
 
     images = sample_batch(batch, size)  # what our artifact takes: [0, 1]
-    mean, std = np.array([0.485, 0.456, 0.406], np.float32), np.array([0.229, 0.224, 0.225], np.float32)
+    mean, std = np.array(IMAGENET_MEAN, np.float32), np.array(IMAGENET_STD, np.float32)
     normalised = ((images - mean) / std).astype(np.float32)
     nchw = np.ascontiguousarray(normalised.transpose(0, 3, 1, 2))
     torch_in = torch.from_numpy(nchw).contiguous(memory_format=torch.channels_last)
