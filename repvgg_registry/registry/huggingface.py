@@ -10,6 +10,7 @@ no tag, and a rerun publishes cleanly.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import time
@@ -40,7 +41,6 @@ T = TypeVar("T")
 
 def _one_line_errors(method: Callable[..., T]) -> Callable[..., T]:
     """Turn the client's remaining HTTP errors (401, 403, 404, 412, ...) into one-line HubErrors."""
-    import functools
 
     @functools.wraps(method)
     def wrapper(self, *args, **kwargs):
