@@ -1,225 +1,290 @@
-"""The ``repvgg-registry`` command line: parses arguments and calls the library, nothing more.
+"""The ``repvgg-registry`` command line: parses arguments, calls the library, renders the result.
 
-TensorFlow is imported inside the commands that need it, so ``--help`` and ``list`` start fast.
+Nothing else lives here: the figures come from ``variants``, builds from ``publish``, hubs from
+``registry``. Every :class:`~repvgg_registry.errors.RegistryError` and every usage error becomes one
+``error:`` line and exit code 2 in one place (:class:`_OneLineErrors`). TensorFlow is imported
+inside the commands that need it, so ``--help`` and ``list`` start fast.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import math
+import os
 import re
 import sys
+import warnings
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.table import Table
+from typer.core import TyperGroup, TyperOption
 
+try:  # typer >= 0.20 vendors click; its exceptions are not the real click's
+    from typer._click.exceptions import ClickException
+except ImportError:  # pragma: no cover - typer on the real click
+    from click.exceptions import ClickException
+
+from . import __version__
+from .errors import RegistryError, UsageError, first_line, one_line
 from .progress import RichPhases
-from .variants.complexity import count_macs, summary
-from .variants.table import VARIANTS, UnknownVariantError, VariantSpec, get_variant
+from .render import Column, fitted_table, millions, top1
+from .variants.complexity import details, summary
+from .variants.table import VARIANTS, get_variant
+
+# Piped output keeps whole rows instead of rich's 80-column default.
+console = Console(width=None if sys.stdout.isatty() else 160)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 400)
+
+#: Bounds that keep a typo from eating all memory (``--size 10000`` was OOM-killed).
+MAX_SIDE = 1024
+MAX_BATCH = 64
+MAX_PIXELS = 64 * 224 * 224
+MAX_SEED = 2**32 - 1
+
+
+def _error(message: str) -> None:
+    err_console.print(f"error: {one_line(message)}", markup=False, highlight=False, soft_wrap=True)
+
+
+class _OneLineErrors(TyperGroup):
+    """The CLI's one error root: package errors, usage errors and OS errors each become one line.
+
+    Typer's own rendering draws a 3-6 line box for a usage error; library warnings add more. Here
+    every failure a user can cause prints ``error: <what and how to fix it>`` and exits non-zero.
+    """
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        code = 0
+        with warnings.catch_warnings():
+            # torch's pickle notice, numpy's RuntimeWarning...: our errors say what matters.
+            warnings.simplefilter("ignore")
+            try:
+                result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+                code = result if isinstance(result, int) else 0
+            except RegistryError as exc:
+                _error(str(exc))
+                code = exc.exit_code
+            except ClickException as exc:
+                command = exc.ctx.command_path if getattr(exc, "ctx", None) else "repvgg-registry"
+                _error(f"{exc.format_message().rstrip('.')}; see '{command} --help'")
+                code = exc.exit_code
+            except typer.Abort:
+                code = 130
+            except OSError as exc:  # full disk, permissions: the OS's words, once
+                where = f" ({exc.filename})" if exc.filename else ""
+                _error(f"{exc.strerror or first_line(exc)}{where}; free space or fix permissions and rerun")
+                code = 1
+            except MemoryError:
+                _error("out of memory; use a smaller --size or --batch")
+                code = 1
+        if standalone_mode:
+            sys.exit(code)
+        return code
+
+
+_typer_display_type = TyperOption.display_type_rich
+
+
+def _display_type(self: TyperOption, ctx) -> str | None:
+    """No ``<bool>`` after a flag in ``--help``: a flag takes no value, and typer 0.29 prints its
+    Python type there. (Patched on the class, in this CLI's process only.)"""
+    return None if self.is_flag else _typer_display_type(self, ctx)
+
+
+TyperOption.display_type_rich = _display_type  # type: ignore[method-assign]
 
 app = typer.Typer(
     name="repvgg-registry",
+    cls=_OneLineErrors,
     help="RepVGG networks for TensorFlow: build, fuse, check and publish them as TF Hub models.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-# Piped output keeps whole rows instead of rich's 80-column default.
-console = Console(width=None if sys.stdout.isatty() else 160)
-err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 400)
 
+
+def _show_version(value: bool) -> None:
+    if value:
+        console.print(f"repvgg-registry {__version__}", markup=False, highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_show_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
+    """RepVGG networks for TensorFlow: build, fuse, check and publish them as TF Hub models."""
+
+
+# ----- options shared by several commands ---------------------------------------------------
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of a table.")]
 WeightsOption = Annotated[
     str,
-    typer.Option("--weights", "-w", help="'random', 'timm', or a checkpoint path (.safetensors, .pth, .pt, .bin)."),
+    typer.Option(
+        "--weights",
+        "-w",
+        metavar="SOURCE",
+        help="'random', 'timm', or a checkpoint path (.safetensors, .pth, .pt, .bin).",
+    ),
 ]
-
-
 HubOption = Annotated[
     str | None,
     typer.Option(
         "--hub",
+        metavar="PATH|hf://NS",
         help="Hub: a folder (default: $REPVGG_REGISTRY_HUB, else ~/.local/share/repvgg-registry/hub), "
         "or hf://NAMESPACE for the Hugging Face Hub.",
         show_default=False,
     ),
 ]
-NamespaceOption = Annotated[str, typer.Option("--namespace", help="Handle namespace.")]
+NamespaceOption = Annotated[str, typer.Option("--namespace", metavar="NAME", help="Handle namespace.")]
+SeedOption = Annotated[int, typer.Option("--seed", metavar="N", help=f"Seed for random weights (0..{MAX_SEED}).")]
+VariantArgument = Annotated[str, typer.Argument(metavar="VARIANT", help="Variant name, e.g. B3g4.")]
 
 
-def _hub(location: str | None, namespace: str = "repvgg", *, private: bool = False):
-    from .registry import HubError, open_hub
-
-    try:
-        return open_hub(location, namespace=namespace, private=private)
-    except HubError as exc:
-        fail(str(exc))
+def _warn(message: str) -> None:
+    err_console.print(f"warning: {one_line(message)}", markup=False, highlight=False, soft_wrap=True)
 
 
-def fail(message: str, code: int = 2) -> NoReturn:
-    """Print one line to stderr and exit non-zero."""
-    err_console.print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
+def _open_hub(location: str | None, namespace: str = "repvgg", *, private: bool = False):
+    from .registry import open_hub
+
+    hub = open_hub(location, namespace=namespace, private=private)
+    if hasattr(hub, "on_lock_wait"):  # a local hub says who holds its lock while a publish waits
+        hub.on_lock_wait = _warn
+    return hub
 
 
-def _variant(name: str) -> VariantSpec:
-    try:
-        return get_variant(name)
-    except UnknownVariantError as exc:
-        fail(str(exc))
+def _index_warnings(hub) -> None:
+    """Entries of a local index that readers skipped: say so instead of hiding them."""
+    for message in getattr(hub, "index_warnings", ()):
+        _warn(message)
+
+
+def _seed(seed: int) -> int:
+    if not 0 <= seed <= MAX_SEED:
+        raise UsageError("--seed", seed, f"use an integer from 0 to {MAX_SEED}")
+    return seed
 
 
 def _parse_size(size: str) -> tuple[int, int]:
     match = re.fullmatch(r"\s*(\d+)\s*(?:[xX*,]\s*(\d+))?\s*", size)
     if not match:
-        fail(f"invalid --size '{size}'; use N or HxW, for example 224 or 64x96")
+        raise UsageError("--size", size, "use N or HxW, for example 224 or 64x96")
     height = int(match.group(1))
     width = int(match.group(2) or height)
-    if height < 1 or width < 1:
-        fail(f"invalid --size '{size}'; height and width must be positive")
+    if not (1 <= height <= MAX_SIDE and 1 <= width <= MAX_SIDE):
+        raise UsageError("--size", size, f"height and width must be from 1 to {MAX_SIDE}")
     return height, width
 
 
+def _json_safe(value: Any) -> Any:
+    """NaN and infinities are not JSON: they become null (the ``ok`` flag next to them says why)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
 def _print_json(data) -> None:
-    sys.stdout.write(json.dumps(data, indent=2) + "\n")
+    sys.stdout.write(json.dumps(_json_safe(data), indent=2, allow_nan=False) + "\n")
 
 
-def _millions(n: int) -> str:
-    return f"{n / 1e6:.2f}M"
-
-
-def _top1(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}"
-
-
+# ----- commands -----------------------------------------------------------------------------
 @app.command("list")
 def list_variants(as_json: JsonOption = False, hub: HubOption = None) -> None:
-    """List every RepVGG variant with its shape, size, cost, reference accuracy and published versions."""
-    from .registry import HubError
+    """List every RepVGG variant with its shape, size, cost, reference accuracy and published models."""
+    from .registry import published_by_variant
 
-    try:
-        published = _hub(hub).published_versions()
-    except HubError:
-        published = {}
+    target = _open_hub(hub)
+    published, warning = published_by_variant(target)
+    if warning:
+        _warn(warning)
+    _index_warnings(target)
     rows = [{**summary(spec), "published": published.get(spec.hub_name, [])} for spec in VARIANTS]
     if as_json:
         _print_json(rows)
         return
-    table = Table(title="RepVGG variants", header_style="bold")
-    for column, justify in [
-        ("variant", "left"),
-        ("blocks", "left"),
-        ("widths", "left"),
-        ("groups", "right"),
-        ("SE", "center"),
-        ("params train", "right"),
-        ("params deploy", "right"),
-        ("GMACs@224", "right"),
-        ("top-1", "right"),
-        ("size", "right"),
-        ("published", "left"),
-    ]:
-        table.add_column(column, justify=justify)
-    for row in rows:
-        table.add_row(
-            row["name"],
-            ",".join(map(str, row["blocks"])),
-            ",".join(map(str, row["widths"])),
-            str(row["groups"]),
-            "yes" if row["se"] else "-",
-            _millions(row["params_train"]),
-            _millions(row["params_deploy"]),
-            f"{row['gmacs']:.2f}",
-            _top1(row["top1"]),
-            str(row["input_size"]),
-            ",".join(f"v{n}" for n in row["published"]) or "-",
-        )
-    console.print(table)
+    columns = [
+        Column("variant", lambda r: r["name"], priority=0),
+        Column("blocks", lambda r: ",".join(map(str, r["blocks"])), priority=2),
+        Column("widths", lambda r: ",".join(map(str, r["widths"])), priority=5),
+        Column("groups", lambda r: str(r["groups"]), justify="right", priority=3),
+        Column("SE", lambda r: "yes" if r["se"] else "-", justify="center", priority=4),
+        Column("params train", lambda r: millions(r["params_train"]), justify="right", priority=6),
+        Column("params", lambda r: millions(r["params_deploy"]), justify="right", priority=1),
+        Column("GMACs", lambda r: f"{r['gmacs']:.2f}", justify="right", priority=1),
+        Column("top-1", lambda r: top1(r["top1"]), justify="right", priority=1),
+        Column("size", lambda r: str(r["input_size"]), justify="right", priority=7),
+        Column("published", lambda r: _published_cell(r["published"]), priority=0, fold=True),
+    ]
+    console.print(fitted_table(console, "RepVGG variants (params deploy, GMACs at 224)", columns, rows))
+
+
+def _published_cell(published: list[int]) -> str:
+    return ",".join(f"v{n}" for n in published) or "-"
 
 
 @app.command()
-def show(variant: Annotated[str, typer.Argument(help="Variant name, e.g. B3g4.")], as_json: JsonOption = False) -> None:
+def show(variant: VariantArgument, as_json: JsonOption = False) -> None:
     """Show one variant stage by stage."""
-    spec = _variant(variant)
-    info = summary(spec)
-    layers = spec.layers()
-    stages = []
-    for stage in range(5):
-        members = [p for p in layers if p.stage == stage]
-        stages.append(
-            {
-                "stage": stage,
-                "name": "stem" if stage == 0 else f"stage{stage}",
-                "blocks": len(members),
-                "in_channels": members[0].in_channels,
-                "out_channels": members[0].out_channels,
-                "stride": 2,
-                "grouped_blocks": [p.block for p in members if p.groups > 1],
-                "groups": max(p.groups for p in members),
-                "identity_blocks": sum(p.has_identity for p in members),
-                "se_channels": members[0].se_channels,
-            }
-        )
-    info.update(
-        display_name=spec.display_name,
-        num_features=spec.num_features,
-        default_gmacs=round(count_macs(spec, spec.input_size) / 1e9, 4),
-        grouped_layers=[p.index for p in layers if p.groups > 1],
-        notes=spec.notes,
-        stages=stages,
-    )
+    spec = get_variant(variant)
+    info = details(spec)
     if as_json:
         _print_json(info)
         return
     console.print(f"[bold]{spec.display_name}[/bold]  {spec.notes}")
     console.print(
-        f"params train {_millions(info['params_train'])}, deploy {_millions(info['params_deploy'])}; "
+        f"params train {millions(info['params_train'])}, deploy {millions(info['params_deploy'])}; "
         f"{info['gmacs']:.2f} GMACs at 224, {info['default_gmacs']:.2f} at {spec.input_size}; "
-        f"top-1 paper {_top1(spec.top1_paper)} / timm {_top1(spec.top1_timm)}; "
+        f"top-1 paper {top1(spec.top1_paper)} / timm {top1(spec.top1_timm)}; "
         f"eval {spec.input_size}px crop {spec.crop_pct}; timm name {spec.timm_name or '-'}"
     )
-    table = Table(header_style="bold")
-    for column in ("stage", "blocks", "in", "out", "stride", "groups", "grouped blocks", "identity", "SE"):
-        table.add_column(column, justify="right")
-    for s in stages:
-        table.add_row(
-            s["name"],
-            str(s["blocks"]),
-            str(s["in_channels"]),
-            str(s["out_channels"]),
-            "2 (first)",
-            str(s["groups"]),
-            ",".join(map(str, s["grouped_blocks"])) or "-",
-            str(s["identity_blocks"]),
-            str(s["se_channels"] or "-"),
-        )
-    console.print(table)
+    columns = [
+        Column("stage", lambda s: s["name"], priority=0),
+        Column("blocks", lambda s: str(s["blocks"]), justify="right", priority=0),
+        Column("in", lambda s: str(s["in_channels"]), justify="right", priority=1),
+        Column("out", lambda s: str(s["out_channels"]), justify="right", priority=0),
+        Column("stride", lambda s: "2 (first)", justify="right", priority=3),
+        Column("groups", lambda s: str(s["groups"]), justify="right", priority=1),
+        Column("grouped blocks", lambda s: ",".join(map(str, s["grouped_blocks"])) or "-", priority=2, fold=True),
+        Column("identity", lambda s: str(s["identity_blocks"]), justify="right", priority=2),
+        Column("SE", lambda s: str(s["se_channels"] or "-"), justify="right", priority=1),
+    ]
+    console.print(fitted_table(console, None, columns, info["stages"]))
 
 
 @app.command("check-fusion")
 def check_fusion(
-    variant: Annotated[str, typer.Argument(help="Variant name, e.g. D2se.")],
-    size: Annotated[str, typer.Option("--size", help="Input size, N or HxW.")] = "64",
-    batch: Annotated[int, typer.Option("--batch", min=1, help="Images per batch.")] = 2,
+    variant: VariantArgument,
+    size: Annotated[str, typer.Option("--size", metavar="N|HxW", help=f"Input size, 1..{MAX_SIDE}.")] = "64",
+    batch: Annotated[int, typer.Option("--batch", metavar="N", help=f"Images per batch, 1..{MAX_BATCH}.")] = 2,
     weights: WeightsOption = "random",
-    seed: Annotated[int, typer.Option("--seed", help="Seed for weights, BN statistics and images.")] = 0,
+    seed: SeedOption = 0,
     as_json: JsonOption = False,
 ) -> None:
     """Fuse the train form into the deploy form and prove both give the same logits."""
-    spec = _variant(variant)
+    spec = get_variant(variant)
     height, width = _parse_size(size)
-    _torch_before_tensorflow(weights)
+    if not 1 <= batch <= MAX_BATCH:
+        raise UsageError("--batch", batch, f"use 1 to {MAX_BATCH} images")
+    if batch * height * width > MAX_PIXELS:
+        raise UsageError("--size", size, f"{batch} x {height}x{width} is too large; keep batch x H x W <= {MAX_PIXELS}")
+    _seed(seed)
+    _fetch(weights, [spec])
     from .variants.equivalence import check_fusion as run_check
-    from .variants.weights import WeightsError
 
     with console.status(f"building {spec.display_name}, fusing and comparing at {height}x{width}"):
-        try:
-            result = run_check(spec, height, width, batch=batch, weights=weights, seed=seed)
-        except WeightsError as exc:
-            fail(str(exc))
+        result = run_check(spec, height, width, batch=batch, weights=weights, seed=seed)
     if as_json:
         _print_json(result.to_dict())
     else:
@@ -234,81 +299,63 @@ def check_fusion(
 
 @app.command("inspect-weights")
 def inspect_weights(
-    path: Annotated[str, typer.Argument(help="Checkpoint file: .safetensors, .pth, .pt or .bin.")],
+    path: Annotated[str, typer.Argument(metavar="FILE", help="Checkpoint file: .safetensors, .pth, .pt or .bin.")],
     as_json: JsonOption = False,
 ) -> None:
     """Say what a checkpoint holds: key scheme, form, the variant it fits, tensor count."""
-    from .hashing import sha256_file
-    from .variants.checkpoints import WeightsError, classify, identify_variant, read_state_dict
+    from .variants.checkpoints import inspect_checkpoint
 
-    try:
-        ckpt = classify(read_state_dict(path), path)
-    except WeightsError as exc:
-        fail(str(exc))
-    spec = identify_variant(ckpt)
-    head = ckpt.tensors.get("head.fc.weight")
-    info = {
-        "path": path,
-        "sha256": sha256_file(path),
-        "scheme": ckpt.scheme,
-        "form": ckpt.form,
-        "variant": spec.name if spec else None,
-        "tensors": len(ckpt.tensors),
-        "parameters": int(sum(t.size for k, t in ckpt.tensors.items() if "running_" not in k)),
-        "num_classes": int(head.shape[0]) if head is not None else None,
-    }
+    if path.lower() in ("random", "timm"):
+        raise UsageError(
+            "FILE",
+            path,
+            "inspect-weights reads a checkpoint file; 'random' and 'timm' are weights sources for "
+            "build, publish and check-fusion: pass the path of a .safetensors, .pth, .pt or .bin file",
+        )
+    _torch_before_tensorflow(path, tensorflow=False)
+    info = inspect_checkpoint(path)
     if as_json:
-        _print_json(info)
+        _print_json(info.to_dict())
     else:
-        table = Table(show_header=False, title=f"checkpoint {path}")
-        for key, value in info.items():
-            table.add_row(key, "-" if value is None else str(value))
-        console.print(table)
-    if spec is None:
-        fail(f"{path} is a RepVGG {ckpt.form}-form checkpoint ({ckpt.scheme} keys) that fits no known variant")
+        columns = [
+            Column("key", lambda kv: kv[0], priority=0),
+            Column("value", lambda kv: kv[1], priority=0, fold=True),
+        ]
+        rows = [(k, "-" if v is None else str(v)) for k, v in info.to_dict().items()]
+        console.print(fitted_table(console, f"checkpoint {path}", columns, rows, show_header=False))
+    info.raise_if_unfit()
 
 
 @app.command()
 def build(
-    variant: Annotated[str, typer.Argument(help="Variant name, e.g. B3g4.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder to create (feature_vector/, classification/).")],
+    variant: VariantArgument,
+    out: Annotated[
+        Path, typer.Option("--out", "-o", metavar="DIR", help="Folder to create (feature_vector/, classification/).")
+    ],
     weights: WeightsOption = "timm",
-    seed: Annotated[int, typer.Option("--seed", help="Seed for --weights random.")] = 0,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --out folder.")] = False,
+    seed: SeedOption = 0,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an earlier build in --out.")] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Build the fused TF Hub SavedModels (feature vector and classifier) of a variant."""
-    spec = _variant(variant)
-    _torch_before_tensorflow(weights)
-    from .publish.build import BuildError, build_artifacts
-    from .variants.checkpoints import WeightsError
+    spec = get_variant(variant)
+    _seed(seed)
+    _fetch(weights, [spec])
+    from .publish.build import build_artifacts
 
-    with RichPhases(f"{spec.display_name}") as reporter:
-        try:
-            result = build_artifacts(spec, out, weights=weights, seed=seed, overwrite=overwrite, reporter=reporter)
-        except (WeightsError, BuildError) as exc:
-            reporter.stop()
-            fail(str(exc))
-    summary_rows = {
-        "variant": result.variant,
-        "out": str(result.out_dir),
-        "artifacts": {task: str(path) for task, path in result.artifacts.items()},
-        "max_abs_diff": result.max_abs_diff,
-        "weights": result.metadata["classification"]["weights"],
-        "timings_s": {k: round(v, 3) for k, v in result.timings.items()},
-    }
+    with RichPhases(spec.display_name, console=err_console) as reporter:
+        result = build_artifacts(spec, out, weights=weights, seed=seed, overwrite=overwrite, reporter=reporter)
+    summary_rows = result.to_dict()
     if as_json:
         _print_json(summary_rows)
         return
-    table = Table(title=f"built {spec.display_name}", header_style="bold")
-    for column in ("task", "path", "params", "output"):
-        table.add_column(column)
-    for task, path in result.artifacts.items():
-        meta = result.metadata[task]
-        output = meta["output"]
-        width = output.get("num_classes", output.get("num_features"))
-        table.add_row(task, str(path), f"{meta['params']:,}", f"{output['name']} [batch, {width}]")
-    console.print(table)
+    columns = [
+        Column("task", lambda a: a["task"], priority=0),
+        Column("path", lambda a: a["path"], priority=0, fold=True),
+        Column("params", lambda a: f"{a['params']:,}", justify="right", priority=2),
+        Column("output", lambda a: a["output"], priority=1),
+    ]
+    console.print(fitted_table(console, f"built {spec.display_name}", columns, summary_rows["artifact_rows"]))
     console.print(
         f"check: max abs diff vs the train form {result.max_abs_diff:.2e}; "
         + ", ".join(f"{k} {v:.1f}s" for k, v in result.timings.items())
@@ -317,163 +364,182 @@ def build(
 
 @app.command()
 def publish(
-    variants: Annotated[list[str] | None, typer.Argument(help="Variants to publish, e.g. A0 B3g4.")] = None,
+    variants: Annotated[
+        list[str] | None, typer.Argument(metavar="VARIANT", help="Variants to publish, e.g. A0 B3g4.")
+    ] = None,
     all_variants: Annotated[bool, typer.Option("--all", help="Publish every variant.")] = False,
     hub: HubOption = None,
     namespace: NamespaceOption = "repvgg",
     weights: WeightsOption = "timm",
-    version: Annotated[int | None, typer.Option("--version", min=1, help="Version number (default: next).")] = None,
+    version: Annotated[
+        int | None, typer.Option("--version", metavar="N", help="Version number (default: the next one).")
+    ] = None,
     private: Annotated[bool, typer.Option("--private", help="Create missing Hugging Face repos as private.")] = False,
-    seed: Annotated[int, typer.Option("--seed", help="Seed for --weights random.")] = 0,
+    seed: SeedOption = 0,
     as_json: JsonOption = False,
 ) -> None:
     """Build, check and publish variants as the next immutable version in a hub."""
-    import time
-
-    from .registry import HubError
+    from .registry.hub import validate_version
 
     if all_variants:
         specs = list(VARIANTS)
     elif variants:
-        specs = [_variant(name) for name in variants]
+        specs = [get_variant(name) for name in variants]
     else:
-        fail("name at least one variant, or pass --all")
-    try:
-        target = _hub(hub, namespace, private=private)
-        target.check_can_publish()
-    except HubError as exc:
-        fail(str(exc))
-    _torch_before_tensorflow(weights)
-    from .publish.build import BuildError
-    from .registry.operations import publish_variant
-    from .variants.checkpoints import WeightsError
-
-    rows = []
+        raise UsageError("VARIANT", "", "name at least one variant, or pass --all")
+    validate_version(version)
+    _seed(seed)
+    target = _open_hub(hub, namespace, private=private)
+    # Everything that can refuse the commit (credentials, a taken version, a corrupt index) is
+    # asked before minutes of build work.
     for spec in specs:
-        start = time.perf_counter()
-        with RichPhases(spec.display_name) as reporter:
-            try:
-                published = publish_variant(
-                    target, spec.name, weights=weights, version=version, seed=seed, reporter=reporter
-                )
-            except (WeightsError, BuildError, HubError) as exc:
-                reporter.stop()
-                err_console.print(f"error: {spec.name}: {exc}", markup=False, highlight=False, soft_wrap=True)
-                rows.append({"variant": spec.name, "version": None, "handles": [], "seconds": 0.0, "outcome": str(exc)})
-                continue
-        rows.append(
-            {
-                "variant": spec.name,
-                "version": published[0].handle.version,
-                "handles": [str(v.handle) for v in published],
-                "seconds": round(time.perf_counter() - start, 2),
-                "outcome": "published",
-            }
-        )
-    if as_json:
-        _print_json(rows)
+        target.preflight(spec.hub_name, version=version)
+    if len(specs) == 1:  # with several, a bad source fails per variant and the others go on
+        _fetch(weights, specs)
     else:
-        where = getattr(target, "location", None) or getattr(target, "root", "")
-        table = Table(title=f"published to {where}", header_style="bold")
-        for column in ("variant", "version", "handles", "time", "outcome"):
-            table.add_column(column)
-        for row in rows:
-            table.add_row(
-                row["variant"],
-                str(row["version"] or "-"),
-                "\n".join(row["handles"]) or "-",
-                f"{row['seconds']:.1f}s",
-                "[green]published[/green]" if row["outcome"] == "published" else f"[red]failed[/red]: {row['outcome']}",
-            )
-        console.print(table)
-    if any(row["outcome"] != "published" for row in rows):
+        _torch_before_tensorflow(weights)
+
+    outcomes = target.publish_many(
+        [spec.name for spec in specs],
+        weights=weights,
+        version=version,
+        seed=seed,
+        reporter_for=lambda name: RichPhases(name, console=err_console),
+        on_error=lambda outcome: _error(f"{outcome.variant}: {outcome.error}"),
+    )
+    if as_json:
+        _print_json([o.to_dict() for o in outcomes])
+    else:
+        done = [o for o in outcomes if o.ok]
+        if done:
+            columns = [
+                Column("variant", lambda o: o.variant, priority=0),
+                Column("version", lambda o: str(o.version), justify="right", priority=1),
+                Column("handles", lambda o: "\n".join(o.handles), priority=0, fold=True),
+                Column("time", lambda o: f"{o.seconds:.1f}s", justify="right", priority=2),
+            ]
+            console.print(fitted_table(console, f"published to {target.location}", columns, done))
+        failed = [o.variant for o in outcomes if not o.ok]
+        if not done:
+            console.print(f"nothing published to {target.location}", markup=False, highlight=False)
+        elif failed:
+            console.print(f"not published: {', '.join(failed)} (see the errors above)", markup=False, highlight=False)
+    if any(not o.ok for o in outcomes):
         raise typer.Exit(1)
 
 
 @app.command()
 def versions(
-    variant: Annotated[str, typer.Argument(help="Variant name, e.g. A0.")],
+    model: Annotated[str, typer.Argument(metavar="VARIANT", help="Variant name, e.g. A0.")],
     hub: HubOption = None,
     namespace: NamespaceOption = "repvgg",
     as_json: JsonOption = False,
 ) -> None:
     """List the published versions of a variant, per task."""
-    from .registry import HubError
-
-    spec = _variant(variant)
-    try:
-        found = _hub(hub, namespace).versions(spec.hub_name)
-    except HubError as exc:
-        fail(str(exc))
+    spec = get_variant(model)
+    target = _open_hub(hub, namespace)
+    found = target.versions(spec.hub_name)
+    _index_warnings(target)
     if as_json:
         _print_json([v.to_dict() for v in found])
         return
-    table = Table(title=f"{spec.display_name} versions", header_style="bold")
-    for column in ("handle", "task", "version", "created", "weights", "sha256"):
-        table.add_column(column)
-    for v in found:
-        table.add_row(str(v.handle), v.handle.task, str(v.handle.version), v.created, v.weights_source, v.sha256[:16])
-    console.print(table if found else f"{spec.display_name}: nothing published yet")
+    if not found:
+        console.print(f"{spec.display_name}: nothing published yet")
+        return
+    columns = [
+        # the handle already says task and version: those columns go first when the terminal is narrow
+        Column("handle", lambda v: str(v.handle), priority=0, fold=True),
+        Column("task", lambda v: v.handle.task, priority=5),
+        Column("version", lambda v: str(v.handle.version), justify="right", priority=6),
+        Column("created", lambda v: v.created, priority=2),
+        Column("weights", lambda v: v.weights_source, priority=1, fold=True),
+        Column("sha256", lambda v: v.sha256[:16], priority=3),
+    ]
+    console.print(fitted_table(console, f"{spec.display_name} versions", columns, found))
 
 
 @app.command()
 def verify(
-    target: Annotated[str, typer.Argument(help="A handle (repvgg/a0/feature_vector/1) or a published folder.")],
+    target: Annotated[
+        str,
+        typer.Argument(
+            metavar="HANDLE|DIR",
+            help="A handle (repvgg/a0/feature_vector/1), a published version folder, or a build --out folder.",
+        ),
+    ],
     hub: HubOption = None,
     namespace: NamespaceOption = "repvgg",
     as_json: JsonOption = False,
 ) -> None:
     """Recompute every checksum of a published version, load it and check its signature."""
-    from .registry import HubError
-
     _quiet_tensorflow()
-    from .registry.operations import verify as run_verify
-
-    try:
-        report = run_verify(_hub(hub, namespace), target)
-    except HubError as exc:
-        fail(str(exc))
+    report = _open_hub(hub, namespace).verify(target)
     if as_json:
         _print_json(report.to_dict())
     elif report.ok:
-        console.print(f"[green]OK[/green] {target}: {report.checked_files} files match, {report.signature}")
+        console.print(f"[green]OK[/green] {one_line(target)}: {report.describe()}")
     if not report.ok:
         if not as_json:
-            fail(
-                f"{target}: {report.problems[0]}"
-                + (f" (+{len(report.problems) - 1} more)" if len(report.problems) > 1 else ""),
-                1,
-            )
+            more = f" (+{len(report.problems) - 1} more)" if len(report.problems) > 1 else ""
+            _error(f"{target}: {report.problems[0]}{more}")
         raise typer.Exit(1)
+
+
+@app.command()
+def repair(
+    hub: HubOption = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Say what would change; change nothing.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Rebuild a local hub's index.json from the manifests of its published versions."""
+    from .registry import LocalHub
+
+    target = _open_hub(hub)
+    if not isinstance(target, LocalHub):
+        raise UsageError("--hub", hub, "repair works on a local hub folder; pass --hub PATH")
+    report = target.repair(dry_run=dry_run)
+    if as_json:
+        _print_json(report.to_dict())
+    else:
+        console.print(report.describe())
 
 
 @app.command()
 def serve(
     hub: HubOption = None,
-    namespace: NamespaceOption = "repvgg",
-    host: Annotated[str, typer.Option("--host", help="Address to bind.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", help="Port to bind.")] = 8000,
+    host: Annotated[str, typer.Option("--host", metavar="ADDRESS", help="Address to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", metavar="N", help="Port to bind (0..65535).")] = 8000,
+    workers: Annotated[int, typer.Option("--workers", metavar="N", help="Worker processes (1..64).")] = 1,
 ) -> None:
-    """Serve the hub over HTTP so that hub.KerasLayer("http://HOST:PORT/<handle>") works."""
-    from .registry.local import LocalHub
-    from .registry.server import make_server
+    """Serve a local hub over HTTP so that hub.KerasLayer("http://HOST:PORT/<handle>") works."""
+    if not 0 <= port <= 65535:
+        raise UsageError("--port", port, "use a port from 0 to 65535")
+    if not 1 <= workers <= 64:
+        raise UsageError("--workers", workers, "use 1 to 64 worker processes")
+    from .registry import LocalHub
+    from .registry.server import run_server
 
-    target = _hub(hub, namespace)
+    target = _open_hub(hub)
     if not isinstance(target, LocalHub):
-        fail("serve works on a local hub folder; pass --hub PATH")
+        raise UsageError("--hub", hub, "serve works on a local hub folder; pass --hub PATH")
     target.root.mkdir(parents=True, exist_ok=True)
     try:
-        server = make_server(target, host, port)
+        with contextlib.suppress(KeyboardInterrupt):
+            run_server(target.root, host, port, workers=workers)
     except OSError as exc:
-        fail(f"cannot bind {host}:{port}: {exc.strerror}; pick another --port")
-    bound_host, bound_port = server.server_address[:2]
-    err_console.print(f"serving {target.root} on http://{bound_host}:{bound_port}/ (Ctrl-C to stop)")
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
+        raise UsageError("--port", port, f"cannot bind {host}:{port} ({exc.strerror or exc}); pick another --port")
+
+
+# ----- TensorFlow and torch start-up --------------------------------------------------------
+def _fetch(weights: str, specs: list) -> None:
+    """Download or find the weights before TensorFlow's seconds of start-up, so that an offline
+    machine or a typo in a path answers at once; then import torch and TensorFlow in that order."""
+    from .variants.checkpoints import fetch_weights
+
+    for spec in specs:
+        fetch_weights(weights, spec)
+    _torch_before_tensorflow(weights)
+
 
 
 def _quiet_tensorflow() -> None:
@@ -481,8 +547,6 @@ def _quiet_tensorflow() -> None:
     absl before any log level applies, which would bury our one-line errors."""
     if "tensorflow" in sys.modules:
         return
-    import os
-
     sys.stderr.flush()
     saved = os.dup(2)
     devnull = os.open(os.devnull, os.O_WRONLY)
@@ -497,14 +561,15 @@ def _quiet_tensorflow() -> None:
         os.close(devnull)
 
 
-def _torch_before_tensorflow(source: str) -> None:
+def _torch_before_tensorflow(source: str, *, tensorflow: bool = True) -> None:
     """Import torch before TensorFlow when a torch checkpoint is coming: the other order can
     crash the process on some machines (triton after tensorflow)."""
-    if source.lower().endswith((".pth", ".pt", ".bin")):
+    if str(source).lower().endswith((".pth", ".pt", ".bin")):
         # without torch, reading the file explains which extra to install
         with contextlib.suppress(ImportError):
             import torch  # noqa: F401
-    _quiet_tensorflow()
+    if tensorflow:
+        _quiet_tensorflow()
 
 
 def main() -> None:  # pragma: no cover - console script entry point

@@ -1,4 +1,8 @@
-"""Rich progress for long, phased work (build, publish): one bar row per phase, with timings."""
+"""Rich progress for long, phased work (build, publish): a spinner line per phase, with timings.
+
+Shown only on a terminal and gone when the work ends (``transient``): what stays is the summary
+table, or the one ``error:`` line. Piped or captured output gets neither spinners nor blank lines.
+"""
 
 from __future__ import annotations
 
@@ -14,26 +18,36 @@ class RichPhases:
 
     def __init__(self, title: str, console: Console | None = None) -> None:
         self.title = title
-        self.progress = Progress(
-            SpinnerColumn(),
-            TextColumn("[bold]{task.description}"),
-            TimeElapsedColumn(),
-            console=console or Console(stderr=True),
-            transient=False,
+        console = console or Console(stderr=True)
+        self.progress = (
+            Progress(
+                SpinnerColumn(),
+                TextColumn("[bold]{task.description}"),
+                TimeElapsedColumn(),
+                console=console,
+                transient=True,
+            )
+            if console.is_terminal
+            else None
         )
 
     def __enter__(self) -> RichPhases:
-        self.progress.start()
+        if self.progress is not None:
+            self.progress.start()
         return self
 
     def __exit__(self, *exc) -> None:
         self.stop()
 
     def stop(self) -> None:
-        self.progress.stop()
+        if self.progress is not None:
+            self.progress.stop()
 
     @contextlib.contextmanager
     def phase(self, name: str) -> Iterator[None]:
+        if self.progress is None:
+            yield
+            return
         task = self.progress.add_task(f"{self.title}: {name}", total=1)
         try:
             yield

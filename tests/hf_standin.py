@@ -9,8 +9,13 @@ Implemented: ``POST /api/repos/create``; ``GET /api/models/{id}[/revision/{rev}]
 ``POST /api/validate-yaml``; the NDJSON ``POST /api/models/{id}/commit/{rev}`` (``header``,
 ``file``, ``lfsFile``, ``deletedFile``; ``parentCommit`` enforced with 412);
 ``POST /api/models/{id}/tag/{rev}`` (409 on an existing tag); ``HEAD``/``GET
-/{id}/resolve/{rev}/{path}`` with ``X-Repo-Commit``, ``ETag`` and sizes. Repos behave like git:
-every commit is a full tree on top of its parent. ``fail`` injects failures per endpoint.
+/{id}/resolve/{rev}/{path}`` with ``X-Repo-Commit``, ``ETag`` and sizes; ``GET /api/whoami-v2``
+(401 without a token or for one in ``rejected_tokens``, role ``read`` for ``read_only_tokens``,
+else ``write``). Repos behave like git: every commit is a full tree on top of its parent. ``fail``
+injects failures per endpoint.
+
+:func:`start_silent_server` is the other kind of broken hub: it accepts connections and never
+answers.
 """
 
 from __future__ import annotations
@@ -19,7 +24,9 @@ import base64
 import hashlib
 import json
 import re
+import socket
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import unquote, urlsplit
@@ -68,6 +75,8 @@ class HubState:
         self.fail: dict[str, int] = {}  # endpoint name -> how many next calls answer 500
         self.calls: list[str] = []
         self.commit_headers: list[dict] = []
+        self.rejected_tokens: set[str] = set()  # whoami answers 401
+        self.read_only_tokens: set[str] = set()  # whoami answers role "read"
 
     def should_fail(self, name: str) -> bool:
         with self.lock:
@@ -135,6 +144,7 @@ class StandinHandler(BaseHTTPRequestHandler):
         routes = [
             ("POST", r"^/api/repos/create$", self.create_repo),
             ("POST", r"^/api/validate-yaml$", self.validate_yaml),
+            ("GET", r"^/api/whoami-v2$", self.whoami),
             ("GET", r"^/api/models/([^/]+/[^/]+)/refs$", self.refs),
             ("GET", r"^/api/models/([^/]+/[^/]+)/tree/([^/]+)(?:/(.*))?$", self.tree),
             ("POST", r"^/api/models/([^/]+/[^/]+)/preupload/([^/]+)$", self.preupload),
@@ -172,6 +182,22 @@ class StandinHandler(BaseHTTPRequestHandler):
             repo.branches["main"] = sha
             self.state.repos[repo_id] = repo
         return self._json(200, {"url": url, "name": repo_id, "id": repo_id})
+
+    def whoami(self):
+        auth = self.headers.get("Authorization") or ""
+        token = auth[len("Bearer ") :] if auth.startswith("Bearer ") else ""
+        if not token or token in self.state.rejected_tokens:
+            return self._error(401, "Invalid credentials in Authorization header", "Unauthorized")
+        role = "read" if token in self.state.read_only_tokens else "write"
+        return self._json(
+            200,
+            {
+                "type": "user",
+                "name": "standin-user",
+                "orgs": [],
+                "auth": {"type": "access_token", "accessToken": {"displayName": "test", "role": role}},
+            },
+        )
 
     def validate_yaml(self):
         payload = json.loads(self._read_body())
@@ -378,3 +404,40 @@ def start_standin() -> tuple[ThreadingHTTPServer, HubState, str]:
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server, state, base_url
+
+
+def start_silent_server() -> tuple[str, Callable[[], None]]:
+    """A server on 127.0.0.1 that accepts connections and never answers: ``(url, close)``."""
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept():
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                continue
+            held.append(conn)  # read nothing, answer nothing
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+
+    def close():
+        stop.set()
+        thread.join(2)
+        for conn in held:
+            conn.close()
+        listener.close()
+
+    return f"http://127.0.0.1:{listener.getsockname()[1]}", close
+
+
+def closed_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on (connections are refused)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -22,10 +23,12 @@ import yaml
 from hf_standin import start_standin
 from huggingface_hub import constants as hf_constants
 
+from repvgg_registry.errors import InvalidNameError, MissingTokenError
 from repvgg_registry.publish.build import build_artifacts
 from repvgg_registry.publish.release import stage_release
-from repvgg_registry.registry import HubUnreachableError, LocalHub, VersionExistsError
-from repvgg_registry.registry.huggingface import HuggingFaceHub
+from repvgg_registry.publish.tasks import TASKS
+from repvgg_registry.registry import HubUnreachableError, LocalHub, VersionExistsError, open_hub
+from repvgg_registry.registry.huggingface import HuggingFaceHub, repo_card
 from repvgg_registry.registry.operations import publish_variant, verify
 
 
@@ -213,3 +216,92 @@ def test_missing_token_stops_before_any_build(standin, tmp_path):
         "error: no Hugging Face token: run 'hf auth login' or set HF_TOKEN (a token with write access), then rerun"
     ]
     assert "org7/repvgg-a0" not in state.repos
+
+
+# ----- names, preflight and the card (issue 11) ----------------------------------------------
+@pytest.mark.parametrize("name", ["bad name!", "-bad--", "a..b", "trailing-", ".hidden", "x" * 97, "org/sub", ""])
+def test_bad_hf_namespace_is_refused_before_anything(name):
+    with pytest.raises(InvalidNameError, match="invalid Hugging Face namespace .*96 characters"):
+        HuggingFaceHub(name, token="hf_test_token", endpoint="http://127.0.0.1:9")
+
+
+@pytest.mark.parametrize("name", ["my-org", "Org_1.x", "a", "x" * 80])
+def test_good_hf_namespace_is_accepted(name):
+    assert HuggingFaceHub(name, token="t", endpoint="http://127.0.0.1:9").location == f"hf://{name}"
+
+
+def test_open_hub_refuses_a_bad_hf_namespace():
+    with pytest.raises(InvalidNameError):
+        open_hub("hf://bad name!")
+
+
+def test_preflight_accepts_a_good_token_and_a_free_version(standin, release, tmp_path):
+    state, url = standin
+    hf = _hf(url, "org8")
+    before = state.calls.count("whoami")
+    hf.preflight("a0", version=None)
+    hf.check_can_publish()  # the base class's contract: no arguments
+    assert state.calls.count("whoami") == before + 1  # asked once per hub
+    hf.publish_staged("a0", _copy(release, tmp_path / "1"))
+    hf.preflight("a0", version=2)
+    with pytest.raises(VersionExistsError, match=r"org8/repvgg-a0 \(tag v1\) version 1 is already published"):
+        hf.preflight("a0", version=1)
+
+
+def test_preflight_names_a_rejected_token_without_showing_it(standin):
+    state, url = standin
+    secret = "hf_rejected_secret_0123456789"
+    state.rejected_tokens.add(secret)
+    with pytest.raises(MissingTokenError) as err:
+        HuggingFaceHub("org9", token=secret, endpoint=url).preflight("a0")
+    message = str(err.value)
+    assert message.startswith("Hugging Face token rejected by") and "401" in message and "HF_TOKEN" in message
+    assert secret not in message and "\n" not in message and message.endswith("then rerun")
+
+
+def test_preflight_refuses_a_read_only_token(standin):
+    state, url = standin
+    state.read_only_tokens.add("hf_read_only")
+    with pytest.raises(MissingTokenError, match="read-only"):
+        HuggingFaceHub("org10", token="hf_read_only", endpoint=url).preflight("a0")
+
+
+def test_preflight_without_a_token(monkeypatch, tmp_path):
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setattr(hf_constants, "HF_TOKEN_PATH", str(tmp_path / "no-token"))
+    with pytest.raises(MissingTokenError, match="no Hugging Face token"):
+        HuggingFaceHub("org", endpoint="http://127.0.0.1:9").preflight("a0")
+
+
+def test_preflight_of_an_unreachable_hub_is_one_line():
+    hf = HuggingFaceHub("org", token="hf_test_token", endpoint="http://127.0.0.1:9")
+    with pytest.raises(HubUnreachableError, match="did not answer whoami: the connection was refused"):
+        hf.preflight("a0", version=1)
+
+
+def _manifests(source: str, sha: str | None = None) -> dict:
+    archive = {"sha256": "a" * 64}
+    weights = {"source": source, "sha256": sha}
+    return {task: {"weights": weights, "archive": archive, "created": "2026-01-01"} for task in TASKS}
+
+
+def test_card_of_random_weights_has_a_banner():
+    card = repo_card("a0", 1, _manifests("random"), "org/repvgg-a0", "https://huggingface.co")
+    lines = card.splitlines()
+    banner = "> **Random weights, for pipeline tests only; the reference accuracy does not apply.**"
+    assert banner in lines and lines.index(banner) < lines.index("| | |")
+    assert banner not in repo_card("a0", 1, _manifests("timm", "b" * 64), "org/repvgg-a0", "https://huggingface.co")
+
+
+@pytest.mark.parametrize(
+    "source",
+    ["<img src=x onerror=alert(1)>.safetensors", "a|b\nc.pth", "x\r\n| injected | row |\n.pt", "`code`[l](u).pt"],
+)
+def test_card_escapes_the_weights_file_name(source):
+    card = repo_card("a0", 1, _manifests(source, "<b>not a digest</b>"), "org/repvgg-a0", "https://huggingface.co")
+    assert "<img" not in card and "<b>" not in card and "injected | row" not in card
+    rows = [line for line in card.splitlines() if line.startswith("| weights |")]
+    assert len(rows) == 1
+    assert len(re.findall(r"(?<!\\)\|", rows[0])) == 3  # still two cells: every other | is escaped
+    if source.startswith("<img"):
+        assert "&lt;img src=x onerror=alert\\(1\\)&gt;.safetensors" in rows[0]

@@ -144,7 +144,10 @@ def test_publish_goes_on_past_a_failure_and_exits_non_zero(tmp_path):
         app, ["publish", "A0", "B1g2", "--weights", str(tmp_path / "none.safetensors"), "--hub", str(tmp_path / "h")]
     )
     assert result.exit_code == 1
-    assert result.stdout.count("failed") == 2 and "checkpoint file not found" in result.stdout
+    errors = result.stderr.splitlines()
+    assert len(errors) == 2 and all("checkpoint file not found" in line for line in errors)
+    assert [line.split(":")[1].strip() for line in errors] == ["A0", "B1g2"]
+    assert "nothing published" in result.stdout
     assert LocalHub(tmp_path / "h").all_versions() == []
 
 
@@ -241,14 +244,15 @@ def test_two_concurrent_publishes_give_two_complete_versions(tmp_path):
 # ----- serve -------------------------------------------------------------------------------------
 
 
-def _request(url: str, path: str, method: str = "GET") -> tuple[int, dict, bytes]:
+def _request(url: str, path: str, method: str = "GET") -> tuple[int, http.client.HTTPMessage, bytes]:
+    """Status, headers (looked up case-insensitively, as HTTP names are) and body."""
     host, port = url.removeprefix("http://").split(":")
     conn = http.client.HTTPConnection(host, int(port), timeout=30)
     conn.request(method, path)
     response = conn.getresponse()
     body = response.read()
     conn.close()
-    return response.status, dict(response.getheaders()), body
+    return response.status, response.headers, body
 
 
 def test_keraslayer_over_http_matches_the_local_artifact(hub_root, server, tmp_path, monkeypatch):

@@ -196,3 +196,76 @@ def test_timm_source_through_huggingface_hub_cache(a0, tmp_path):
     assert len(lines) == 1, proc.stderr
     assert "could not download timm/repvgg_a0.rvgg_in1k" in lines[0]
     assert "--weights PATH" in lines[0] and "--weights random" in lines[0]
+
+
+# ----- dtypes, odd keys and hostile files: one honest line each (issue 11, D15, D22, D29) -------
+def test_complex_tensor_is_refused_naming_the_key(a0, tmp_path):
+    state = dict(a0["state"])
+    state["stem.conv_kxk.conv.weight"] = state["stem.conv_kxk.conv.weight"].astype(np.complex64)
+    torch.save({k: torch.from_numpy(v) for k, v in state.items()}, str(tmp_path / "complex.pth"))
+    message = _load_error(tmp_path / "complex.pth")
+    assert "stem.conv_kxk.conv.weight" in message and "complex64" in message
+    save_numpy(
+        {**a0["state"], "stem.conv_1x1.conv.weight": np.zeros((48, 3, 1, 1), np.int32)}, str(tmp_path / "i.safetensors")
+    )
+    message = _load_error(tmp_path / "i.safetensors")
+    assert "stem.conv_1x1.conv.weight" in message and "int32" in message
+
+
+def test_unexpected_head_key_is_refused(a0):
+    bogus = _variant_of(a0["state"], a0["root"], "bogus-head", head__bogus=np.zeros(3, np.float32))
+    assert "unexpected key 'head.bogus'" in _load_error(bogus)
+
+
+def test_bf16_safetensors_load_upcast(a0, tmp_path):
+    from safetensors.torch import save_file as save_torch
+
+    from repvgg_registry.variants.checkpoints import read_state_dict
+
+    state = {
+        k: torch.from_numpy(v).to(torch.bfloat16) if v.dtype == np.float32 else torch.from_numpy(v)
+        for k, v in a0["state"].items()
+    }
+    path = tmp_path / "bf16.safetensors"
+    save_torch(state, str(path))
+    read = read_state_dict(path)
+    key = "stem.conv_kxk.conv.weight"
+    assert read[key].dtype == np.float32
+    np.testing.assert_array_equal(read[key], state[key].float().numpy())
+    model = build_model("A0", "train")
+    load_weights(model, path)  # loads, upcast
+
+
+def test_non_string_key_and_sparse_tensor_are_one_line(a0, tmp_path):
+    odd = tmp_path / "odd-key.pth"
+    torch.save({**{k: torch.from_numpy(v) for k, v in a0["state"].items()}, 5: torch.zeros(2)}, str(odd))
+    assert "key 5 is a int, not a string" in _load_error(odd)
+    sparse = tmp_path / "sparse.pth"
+    state = {k: torch.from_numpy(v) for k, v in a0["state"].items()}
+    state["stem.conv_kxk.conv.weight"] = state["stem.conv_kxk.conv.weight"].reshape(48, -1).to_sparse()
+    torch.save(state, str(sparse))
+    assert "stem.conv_kxk.conv.weight" in _load_error(sparse) and "sparse" in _load_error(sparse)
+
+
+class _Payload:
+    def __reduce__(self):
+        return (os.system, ("echo pwned",))
+
+
+def test_pickle_with_code_is_refused_without_advice_to_unsafe_load(tmp_path):
+    import pickle
+
+    evil = tmp_path / "evil.pth"
+    with open(evil, "wb") as handle:
+        pickle.dump({"stem.conv_kxk.conv.weight": _Payload()}, handle)
+    message = _load_error(evil)
+    assert "refused" in message and "could run code" in message
+    assert "weights_only=False" not in message.replace("weights_only=True", "")
+    result = runner.invoke(app, ["inspect-weights", str(evil)])
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1 and "refused" in result.stderr
+
+
+def test_inspect_weights_names_sources_that_are_not_files():
+    result = runner.invoke(app, ["inspect-weights", "timm"])
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1
+    assert "weights sources for build, publish and check-fusion" in result.stderr

@@ -20,14 +20,15 @@ FIXED_MTIME = 0
 
 def walk_files(root: Path, *, follow_links: bool = False) -> list[Path]:
     """Files below ``root``, sorted by their POSIX relative path. Links are refused unless
-    ``follow_links`` (a Hugging Face cache snapshot links every file to its blob)."""
+    ``follow_links`` (a Hugging Face cache snapshot links every file to its blob); even then a
+    linked *folder* is refused, never descended: two links to ``.`` would loop forever."""
     files = []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=follow_links):
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
         dirnames.sort()
         for name in filenames + dirnames:
             path = Path(dirpath) / name
-            if path.is_symlink() and not follow_links:
-                raise ValueError(f"{path} is a symlink; artifacts hold regular files and folders only")
+            if path.is_symlink() and (not follow_links or name in dirnames or not path.is_file()):
+                raise ValueError(f"{path.relative_to(root)}: a symlink; artifacts hold regular files and folders only")
         files.extend(Path(dirpath) / name for name in filenames)
     return sorted(files, key=lambda p: p.relative_to(root).as_posix())
 

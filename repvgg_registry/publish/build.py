@@ -23,6 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from .. import __version__
+from ..errors import BuildError, first_line
 from ..variants.builder import build_model
 from ..variants.complexity import count_macs, count_params
 from ..variants.equivalence import RTOL, compare_outputs
@@ -32,13 +33,9 @@ from ..variants.weights import LoadedWeights, load_weights
 from .card import model_card
 from .hub_module import RepVGGHubModule
 from .labels import labels_text, synsets_text
-from .tasks import OUTPUT_KEYS, TASKS
+from .tasks import OUTPUT_KEYS, TASKS, describe_output
 
 LICENSE = "MIT"
-
-
-class BuildError(RuntimeError):
-    """The artifact failed its check or could not be written; nothing was left behind."""
 
 
 class Reporter:
@@ -57,6 +54,26 @@ class BuildResult:
     metadata: dict[str, dict]
     max_abs_diff: float
     timings: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        """The summary ``build --json`` prints (and, as ``artifact_rows``, its table)."""
+        return {
+            "variant": self.variant,
+            "out": str(self.out_dir),
+            "artifacts": {task: str(path) for task, path in self.artifacts.items()},
+            "artifact_rows": [
+                {
+                    "task": task,
+                    "path": str(path),
+                    "params": self.metadata[task]["params"],
+                    "output": describe_output(self.metadata[task]["output"]),
+                }
+                for task, path in self.artifacts.items()
+            ],
+            "max_abs_diff": self.max_abs_diff,
+            "weights": self.metadata["classification"]["weights"],
+            "timings_s": {k: round(v, 3) for k, v in self.timings.items()},
+        }
 
 
 def _normalise(images: np.ndarray) -> np.ndarray:
@@ -166,9 +183,8 @@ def build_artifacts(
     """
     spec = get_variant(variant)
     reporter = reporter or Reporter()
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not overwrite:
-        raise BuildError(f"{out_dir} already exists; choose another --out or pass --overwrite")
+    out_dir = Path(out_dir).expanduser()
+    _check_out_dir(out_dir, overwrite)
     timings: dict[str, float] = {}
 
     def timed(name: str):
@@ -189,8 +205,11 @@ def build_artifacts(
     with timed("fuse"):
         deploy = fuse(train)
         features = keras.Model(train.input, train.get_layer("pool").output)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.staging-", dir=out_dir.parent))
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.staging-", dir=out_dir.parent))
+    except OSError as exc:
+        raise BuildError(f"cannot create {out_dir}: {exc.strerror}; choose another --out") from None
     try:
         with timed("export"):
             artifacts = {}
@@ -213,6 +232,10 @@ def build_artifacts(
                 (folder / "README.md").write_text(model_card(metadata[task]))
         shutil.rmtree(labels_dir)
         _replace(staging, out_dir, overwrite)
+    except (OSError, tf.errors.OpError) as exc:  # a full disk surfaces as either (SaveV2, write)
+        shutil.rmtree(staging, ignore_errors=True)
+        reason = getattr(exc, "strerror", None) or first_line(exc)
+        raise BuildError(f"could not write the build in {out_dir.parent}: {reason}; nothing was written") from None
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -220,11 +243,32 @@ def build_artifacts(
     return BuildResult(spec.name, out_dir, final, metadata, max_diff, timings)
 
 
+def is_build_folder(path: Path) -> bool:
+    """A folder an earlier build wrote: one of the task folders with its metadata.json."""
+    return path.is_dir() and any((path / task / "metadata.json").is_file() for task in TASKS)
+
+
+def _check_out_dir(out_dir: Path, overwrite: bool) -> None:
+    """``--overwrite`` replaces an earlier build, never a file or a folder of something else."""
+    blocked = next((p for p in out_dir.parents if p.exists() and not p.is_dir()), None)
+    if blocked is not None:
+        raise BuildError(f"cannot create {out_dir}: {blocked} is a file, not a folder; choose another --out")
+    if not out_dir.exists():
+        return
+    if not overwrite:
+        raise BuildError(f"{out_dir} already exists; choose another --out or pass --overwrite")
+    if not is_build_folder(out_dir):
+        kind = "folder" if out_dir.is_dir() else "file"
+        raise BuildError(
+            f"{out_dir} is a {kind} but not an earlier build, and --overwrite only replaces builds; "
+            "choose another --out"
+        )
+
+
 def _replace(staging: Path, out_dir: Path, overwrite: bool) -> None:
-    """Move the staged build into place; an existing one is swapped out only with ``overwrite``."""
+    """Move the staged build into place; an earlier build is swapped out only with ``overwrite``."""
     if out_dir.exists():
-        if not overwrite:
-            raise BuildError(f"{out_dir} already exists; choose another --out or pass --overwrite")
+        _check_out_dir(out_dir, overwrite)
         old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
         os.rename(out_dir, old)
         os.rename(staging, out_dir)

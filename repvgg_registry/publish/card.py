@@ -2,6 +2,25 @@
 
 from __future__ import annotations
 
+import html
+
+from ..errors import one_line
+
+#: The one wording of the random-weights warning, on cards and on the served page.
+RANDOM_WEIGHTS_BANNER = "random weights, for pipeline tests only; the reference accuracy does not apply"
+
+
+def markdown_text(value: object) -> str:
+    """A value (a checkpoint's file name, say) safe inside Markdown and a table cell: HTML escaped,
+    so ``<img onerror=...>`` stays text; no newline or ``|`` to split the row."""
+    return html.escape(one_line(value), quote=True).replace("|", "&#124;").replace("`", "&#96;")
+
+
+def random_weights_banner(weights: dict) -> str:
+    """A Markdown warning block for random weights, else nothing."""
+    return f"> **Warning: {RANDOM_WEIGHTS_BANNER}.**\n\n" if weights.get("source") == "random" else ""
+
+
 _TASK_TITLE = {"feature_vector": "image feature vector", "classification": "image classifier"}
 _PIPELINE = {"feature_vector": "image-feature-extraction", "classification": "image-classification"}
 
@@ -41,12 +60,16 @@ def model_card(meta: dict, *, handle: str | None = None) -> str:
         out_line = f"`feature_vector`: float32 `[batch, {output['num_features']}]`, globally pooled features."
         head = "tf_keras.layers.Dense(5)"
     weights = meta["weights"]
-    provenance = weights["source"]
+    provenance = markdown_text(weights["source"])
     if weights.get("sha256"):
-        provenance += f" (sha256 `{weights['sha256']}`)"
+        provenance += f" (sha256 `{markdown_text(weights['sha256'])}`)"
+    top1 = meta["top1"] if meta["top1"] is not None else "not reported"
+    if weights.get("source") == "random":
+        top1 = f"{top1} (does not apply: random weights)"
     return f"""{yaml_header(meta)}
 # {name} {_TASK_TITLE[task]} (fused, TF Hub SavedModel)
 
+{random_weights_banner(weights)}
 RepVGG ([Ding et al., 2021](https://arxiv.org/abs/2101.03697)) after structural
 re-parameterization: every block is one 3x3 convolution + ReLU. Built by repvgg-registry
 {meta["tool"]["repvgg_registry"]} with TensorFlow {meta["tool"]["tensorflow"]}.
@@ -57,7 +80,7 @@ re-parameterization: every block is one 3x3 convolution + ReLU. Built by repvgg-
 | task | {task} |
 | parameters | {meta["params"]:,} |
 | GMACs | {meta["gmacs_224"]:.2f} at 224x224, {meta["gmacs_default"]:.2f} at {size}x{size} |
-| reference top-1 (ImageNet-1k) | {meta["top1"] if meta["top1"] is not None else "not reported"} |
+| reference top-1 (ImageNet-1k) | {top1} |
 | weights | {provenance} |
 | fusion check | max abs diff {meta["fusion"]["max_abs_diff"]:.2e} vs the train-time form |
 

@@ -50,9 +50,13 @@ def freeze_serving(model: str | Path | Any, *, signature: str = "serving_default
     structure = original.structured_outputs
     input_names = [spec.name for spec in original.structured_input_signature[1].values()]
 
+    dtypes = {name: spec.dtype for name, spec in original.structured_input_signature[1].items()}
+
     def call(*args, **kwargs) -> dict:
         if args:  # positional, in the signature's order, like the original accepts
             kwargs.update(zip(input_names, args, strict=False))
+        # numpy arrays and lists work, as with serving_default (a frozen ConcreteFunction wants tensors)
+        kwargs = {name: tf.convert_to_tensor(value, dtype=dtypes.get(name)) for name, value in kwargs.items()}
         outputs = frozen(**kwargs)
         return tf.nest.pack_sequence_as(structure, outputs)
 

@@ -21,12 +21,23 @@ from .tasks import TASKS
 MANIFEST_FORMAT = 1
 
 
+ARCHIVE_SUFFIX = ".tar.gz"
+MANIFEST_SUFFIX = ".manifest.json"
+
+
+def release_files(folder: Path) -> tuple[Path, Path, Path]:
+    """(folder, archive, manifest) of one artifact: the one owner of the naming rule that a
+    folder ``X`` has its archive ``X.tar.gz`` and its manifest ``X.manifest.json`` beside it, for a
+    staged release (``classification``) and a published version (``classification/3``) alike."""
+    return folder, folder.with_name(folder.name + ARCHIVE_SUFFIX), folder.with_name(folder.name + MANIFEST_SUFFIX)
+
+
 def archive_path(release: Path, task: str) -> Path:
-    return release / f"{task}.tar.gz"
+    return release_files(release / task)[1]
 
 
 def manifest_path(release: Path, task: str) -> Path:
-    return release / f"{task}.manifest.json"
+    return release_files(release / task)[2]
 
 
 def make_manifest(folder: Path, archive: Path, archive_sha256: str) -> dict:

@@ -22,9 +22,14 @@ def verify_artifact(folder: Path, archive: Path, manifest_file: Path) -> tuple[l
     except (OSError, ValueError, KeyError, TypeError) as exc:
         return [f"{manifest_file.name}: unreadable manifest ({exc.__class__.__name__})"], {}
 
-    present = (
-        {p.relative_to(folder).as_posix(): p for p in walk_files(folder, follow_links=True)} if folder.is_dir() else {}
-    )
+    try:
+        present = (
+            {p.relative_to(folder).as_posix(): p for p in walk_files(folder, follow_links=True)}
+            if folder.is_dir()
+            else {}
+        )
+    except ValueError as exc:  # a symlinked folder inside a version: never followed (loops)
+        return [str(exc)], {}
     for rel, entry in listed.items():
         path = present.get(rel)
         if path is None:
@@ -50,23 +55,42 @@ def verify_artifact(folder: Path, archive: Path, manifest_file: Path) -> tuple[l
 
     signature: dict = {}
     if not problems:
-        signature = _call(folder, task, problems)
+        more, signature = verify_savedmodel(folder, task)
+        problems += more
     return problems, signature
 
 
-def _call(folder: Path, task: str, problems: list[str]) -> dict:
-    """Load the SavedModel, check its serving signature and the output shape on a small batch."""
+def describe_signature(signature: dict) -> str:
+    """``serving_default: images -> logits [1, 1000]``: what ``verify`` found, for people."""
+    if not signature:
+        return "no signature checked"
+    shape = ", ".join(str(d) for d in signature.get("shape", []))
+    return f"{signature['name']}: {signature['input']} -> {signature['output']} [{shape}]"
+
+
+def verify_savedmodel(folder: Path, task: str) -> tuple[list[str], dict]:
+    """Load the SavedModel, check its serving signature and the output shape on a small batch
+    against its metadata.json. Returns (problems, signature)."""
     import tensorflow as tf
 
-    meta = json.loads((folder / "metadata.json").read_text())
-    width = meta["output"].get("num_classes") or meta["output"].get("num_features")
+    problems: list[str] = []
+    try:
+        meta = json.loads((folder / "metadata.json").read_text())
+        width = meta["output"].get("num_classes") or meta["output"].get("num_features")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        return [f"metadata.json: unreadable ({exc.__class__.__name__})"], {}
     try:
         obj = tf.saved_model.load(str(folder))
         sig = obj.signatures["serving_default"]
         out = sig(images=tf.constant(np.full((1, 64, 48, 3), 0.5, np.float32)))[OUTPUT_KEYS[task]].numpy()
     except Exception as exc:
         problems.append(f"saved_model.pb: does not load or run ({exc.__class__.__name__})")
-        return {}
+        return problems, {}
     if out.shape != (1, width) or not np.all(np.isfinite(out)):
         problems.append(f"saved_model.pb: serving_default gives shape {list(out.shape)}, expected [1, {width}]")
-    return {"name": "serving_default", "input": "images", "output": OUTPUT_KEYS[task], "shape": list(out.shape)}
+    return problems, {
+        "name": "serving_default",
+        "input": "images",
+        "output": OUTPUT_KEYS[task],
+        "shape": list(out.shape),
+    }

@@ -29,6 +29,15 @@ def open_hub(location: str | None = None, *, namespace: str = DEFAULT_NAMESPACE,
     return LocalHub(location, namespace=namespace)
 
 
+def published_by_variant(hub: Hub) -> tuple[dict[str, list[int]], str | None]:
+    """``({variant: [versions]}, warning)`` for ``list``: a hub whose records cannot be read gives
+    nothing and a warning that says so, instead of silently showing nothing published."""
+    try:
+        return hub.published_versions(), None
+    except HubError as exc:
+        return {}, f"cannot read what {hub.location} has published: {exc}"
+
+
 __all__ = [
     "DEFAULT_NAMESPACE",
     "Handle",
@@ -42,4 +51,5 @@ __all__ = [
     "VersionInfo",
     "default_hub_path",
     "open_hub",
+    "published_by_variant",
 ]

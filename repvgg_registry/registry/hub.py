@@ -8,44 +8,74 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
+from ..errors import (
+    HubError,
+    HubUnreachableError,
+    InvalidHandleError,
+    InvalidNameError,
+    MissingTokenError,
+    NotPublishedError,
+    UsageError,
+    VersionExistsError,
+)
 from ..publish.tasks import TASKS
 
+__all__ = [
+    "DEFAULT_NAMESPACE",
+    "Handle",
+    "Hub",
+    "HubError",
+    "HubUnreachableError",
+    "MissingTokenError",
+    "NotPublishedError",
+    "PublishOutcome",
+    "VerifyReport",
+    "VersionExistsError",
+    "VersionInfo",
+]
+
 DEFAULT_NAMESPACE = "repvgg"
-_SEGMENT = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+
+#: The one rule for every name that becomes a path segment or a URL segment: namespaces, model
+#: names, the parts of a handle. Lower-case letters and digits first, then also ``.``, ``_`` and
+#: ``-``; at most 64 characters. A leading letter or digit rules out ``.``, ``..``, hidden files and
+#: option-like names; no ``/`` or ``\\`` rules out traversal.
+NAME_RULE = "lower-case letters, digits, '.', '_' and '-', starting with a letter or digit, at most 64 characters"
+_SEGMENT = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+
+#: Versions are 1..MAX_VERSION: a bound that keeps ``--version`` from pushing every later default
+#: version into absurd numbers (``--version 99999999999999999999``).
+MAX_VERSION = 999_999
 
 
-class HubError(RuntimeError):
-    """Base of every registry error; its message is one line that names the problem and the fix."""
+def is_valid_name(name: str) -> bool:
+    return isinstance(name, str) and _SEGMENT.fullmatch(name) is not None
 
 
-class VersionExistsError(HubError):
-    """A version number that is already published: versions are immutable."""
-
-    @classmethod
-    def taken(cls, where: str, version: int) -> VersionExistsError:
-        return cls(
-            f"{where} version {version} is already published and versions are immutable; "
-            "omit --version to publish the next one"
-        )
+def validate_name(name: str, kind: str = "name") -> str:
+    """Return ``name`` if it may become a path segment, else raise :class:`InvalidNameError`."""
+    if not is_valid_name(name):
+        raise InvalidNameError(kind, name, f"use {NAME_RULE}")
+    return name
 
 
-class NotPublishedError(HubError):
-    """A handle that names nothing published."""
-
-
-class HubUnreachableError(HubError):
-    """The hub could not be reached (after retries)."""
-
-
-class MissingTokenError(HubError):
-    """Publishing to a remote hub without credentials."""
+def validate_version(version: int | None) -> int | None:
+    """``None`` (the next version) or an integer in 1..MAX_VERSION."""
+    if version is not None and not (isinstance(version, int) and 1 <= version <= MAX_VERSION):
+        raise UsageError("--version", version, f"use an integer from 1 to {MAX_VERSION}, or omit it for the next one")
+    return version
 
 
 @dataclass(frozen=True, order=True)
 class Handle:
+    """``<namespace>/<model>/<task>/<version>``; ``variant`` is the model name (the variant's
+    lower-case name unless published under another name)."""
+
     namespace: str
     variant: str
     task: str
@@ -56,15 +86,20 @@ class Handle:
 
     @classmethod
     def parse(cls, text: str) -> Handle:
-        """Parse ``ns/variant/task/N``; anything else (``..``, empty or odd segments) is refused."""
-        parts = text.strip("/").split("/")
+        """Parse ``ns/model/task/N``; anything else (``..``, empty or odd segments) is refused."""
+        parts = str(text).strip("/").split("/")
         if len(parts) != 4:
-            raise ValueError(f"not a handle: {text!r}; expected <namespace>/<variant>/<task>/<version>")
+            raise InvalidHandleError(
+                text, "expected <namespace>/<model>/<task>/<version>, e.g. repvgg/a0/feature_vector/1"
+            )
         namespace, variant, task, version = parts
-        if not (_SEGMENT.match(namespace) and _SEGMENT.match(variant)) or task not in TASKS:
-            raise ValueError(f"not a handle: {text!r}; tasks are {', '.join(TASKS)}")
-        if not version.isdigit() or version.startswith("0"):
-            raise ValueError(f"not a handle: {text!r}; the version is a positive integer")
+        for segment in (namespace, variant):
+            if not is_valid_name(segment):
+                raise InvalidHandleError(text, f"{segment!r} breaks the name rule ({NAME_RULE})")
+        if task not in TASKS:
+            raise InvalidHandleError(text, f"unknown task {task!r}; tasks are {', '.join(TASKS)}")
+        if not version.isdigit() or version.startswith("0") or int(version) > MAX_VERSION:
+            raise InvalidHandleError(text, f"the version is an integer from 1 to {MAX_VERSION}")
         return cls(namespace, variant, task, int(version))
 
 
@@ -97,9 +132,45 @@ class VerifyReport:
     checked_files: int = 0
     problems: list[str] = field(default_factory=list)
     signature: dict = field(default_factory=dict)
+    kind: str = "published version"  # or "build folder" (no manifests: its SavedModels are loaded and run)
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def describe(self) -> str:
+        """``12 files match, serving_default: images -> logits [1, 1000]`` (no Python reprs)."""
+        from ..publish.verify import describe_signature
+
+        if self.kind == "build folder":
+            return (
+                f"build folder, {self.checked_files} files; its SavedModels load and run "
+                f"({describe_signature(self.signature)}); checksums are written when it is published"
+            )
+        return f"{self.checked_files} files match, {describe_signature(self.signature)}"
+
+
+@dataclass(frozen=True)
+class PublishOutcome:
+    """What one variant of a ``publish`` run came to: published handles, or the one-line error."""
+
+    variant: str
+    version: int | None = None
+    handles: tuple[str, ...] = ()
+    seconds: float = 0.0
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def to_dict(self) -> dict:
+        return {
+            "variant": self.variant,
+            "version": self.version,
+            "handles": list(self.handles),
+            "seconds": round(self.seconds, 2),
+            "outcome": "published" if self.ok else self.error,
+        }
 
 
 class Hub(ABC):
@@ -111,6 +182,11 @@ class Hub(ABC):
     """
 
     namespace: str
+
+    @property
+    @abstractmethod
+    def location(self) -> str:
+        """Where the hub is, as the user would type it for ``--hub`` (a folder or ``hf://NS``)."""
 
     @abstractmethod
     def versions(self, variant: str) -> list[VersionInfo]:
@@ -138,6 +214,48 @@ class Hub(ABC):
 
     def check_can_publish(self) -> None:  # noqa: B027 - optional hook, most hubs need nothing
         """Raise before any build work when publishing cannot succeed (e.g. no token)."""
+
+    def preflight(self, model: str, *, version: int | None = None) -> None:
+        """Everything that can refuse a publish of ``model``, asked before minutes of build work:
+        credentials and write access, readable records, a ``version`` that is free."""
+        validate_version(version)
+        self.check_can_publish()
+        if version is not None and version in {v.handle.version for v in self.versions(model)}:
+            raise VersionExistsError.taken(f"{self.namespace}/{model}", version)
+
+    # ----- the verbs -----------------------------------------------------------------------
+    def publish(
+        self, variant: str, *, weights: str = "timm", version: int | None = None, seed: int = 0, reporter=None
+    ) -> list[VersionInfo]:
+        """Build, check, archive and publish both artifacts of ``variant`` as one version."""
+        from .operations import publish_variant
+
+        return publish_variant(self, variant, weights=weights, version=version, seed=seed, reporter=reporter)
+
+    def publish_many(
+        self,
+        variants: list[str],
+        *,
+        weights: str = "timm",
+        version: int | None = None,
+        seed: int = 0,
+        reporter_for: Callable[[str], Any] | None = None,
+        on_error: Callable[[PublishOutcome], None] | None = None,
+    ) -> list[PublishOutcome]:
+        """Publish each variant in turn; one failure does not stop the others. ``reporter_for(name)``
+        gives a progress reporter (a context manager) per variant."""
+        from .operations import publish_many
+
+        return publish_many(
+            self, variants, weights=weights, version=version, seed=seed, reporter_for=reporter_for, on_error=on_error
+        )
+
+    def verify(self, target: str) -> VerifyReport:
+        """Recompute every checksum of a published version (a handle, its folder, or a build
+        folder's SavedModels), load it and check its signature."""
+        from .operations import verify
+
+        return verify(self, target)
 
     def published_versions(self) -> dict[str, list[int]]:
         """``{variant: [versions]}`` for ``list``; hubs that cannot answer cheaply return {}."""

@@ -6,6 +6,17 @@ hub's), their manifests and a ``README.md`` model card, and the tag ``v<N>`` on 
 Versions are read from the tags. The commit names its parent (``parent_commit``), so two racing
 publishers cannot interleave, and a tag is never moved or reused: a failure before the tag leaves
 no tag, and a rerun publishes cleanly.
+
+Every call to the hub (here and the timm weights download) goes through :func:`hf_call`, which
+fails fast, quietly and in one line:
+
+* a host name that does not resolve, a refused connection or ``HF_HUB_OFFLINE`` fail at once
+  (a retry cannot help within seconds);
+* 5xx, 429 and timeouts are retried with exponential backoff, and no new try starts once the hub
+  has been failing for ``deadline_s`` (``REPVGG_REGISTRY_HF_DEADLINE``, default 40 s);
+* every connect, read and write waits at most ``timeout_s`` (``REPVGG_REGISTRY_HF_TIMEOUT``,
+  default 20 s), so an endpoint that accepts and never answers cannot hang a command;
+* huggingface_hub's own log lines and warnings are silenced for the duration of the call.
 """
 
 from __future__ import annotations
@@ -13,13 +24,22 @@ from __future__ import annotations
 import functools
 import json
 import re
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from ..messages import first_line
-from ..publish.card import yaml_header
+from ..errors import InvalidNameError, first_line
+from ..hf_client import (
+    NETWORK_FIX,
+    _NoRetry,
+    hf_call,
+    hf_endpoint,
+    is_offline,
+    network_settings,
+    offline_message,
+    quiet_hf,
+)
+from ..publish.card import RANDOM_WEIGHTS_BANNER, markdown_text, yaml_header
 from ..publish.release import archive_path, manifest_path
 from .hub import (
     DEFAULT_NAMESPACE,
@@ -32,29 +52,71 @@ from .hub import (
     NotPublishedError,
     VersionExistsError,
     VersionInfo,
+    validate_name,
+    validate_version,
 )
 
 SCHEME = "hf://"
 _TAG = re.compile(r"^v([1-9][0-9]*)$")
 T = TypeVar("T")
 
+#: Hugging Face's rule for user and organization names (huggingface_hub's ``validate_repo_id``)
+HF_NAME_RULE = (
+    "use letters, digits, '-', '_' and '.', not starting or ending with '-' or '.', without '--' or '..', "
+    "at most 96 characters (Hugging Face's rule for user and organization names)"
+)
+_HF_NAME = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,94}[A-Za-z0-9_])?")
 
-def _one_line_errors(method: Callable[..., T]) -> Callable[..., T]:
-    """Turn the client's remaining HTTP errors (401, 403, 404, 412, ...) into one-line HubErrors."""
+
+# ----- the hub -----------------------------------------------------------------------------
+def _hub_method(method: Callable[..., T]) -> Callable[..., T]:
+    """Run a public method quietly under the hub's limits, refuse it at once under HF_HUB_OFFLINE, and
+    turn the client's remaining HTTP errors (401, 403, 404, 412, ...) into one-line HubErrors."""
 
     @functools.wraps(method)
     def wrapper(self, *args, **kwargs):
         from huggingface_hub.errors import HfHubHTTPError
 
-        try:
-            return method(self, *args, **kwargs)
-        except HfHubHTTPError as exc:
-            status = getattr(exc.response, "status_code", "?")
-            first = first_line(exc, 200)
-            hint = "check HF_TOKEN's write access" if status in (401, 403) else "rerun, or check the repo on the hub"
-            raise HubError(f"Hugging Face Hub answered {status}: {first}; {hint}") from None
+        with quiet_hf(self.network):
+            if is_offline():
+                raise HubUnreachableError(offline_message(self.location, self.api.endpoint))
+            try:
+                return method(self, *args, **kwargs)
+            except HfHubHTTPError as exc:
+                status = getattr(exc.response, "status_code", "?")
+                first = first_line(exc)
+                hint = (
+                    "check HF_TOKEN's write access" if status in (401, 403) else "rerun, or check the repo on the hub"
+                )
+                raise HubError(f"Hugging Face Hub answered {status}: {first}; {hint}") from None
+            except _NoRetry as exc:  # a call that did not go through hf_call
+                raise HubUnreachableError(
+                    f"Hugging Face Hub at {self.api.endpoint} did not answer: {exc.reason}; {NETWORK_FIX}"
+                ) from None
 
     return wrapper
+
+
+def validate_hf_namespace(namespace: str) -> str:
+    """``namespace`` if Hugging Face accepts it as a user or organization name, else
+    :class:`InvalidNameError` (before anything is built)."""
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    ok = (
+        isinstance(namespace, str)
+        and _HF_NAME.fullmatch(namespace) is not None
+        and "--" not in namespace
+        and ".." not in namespace
+    )
+    if ok:
+        try:
+            validate_repo_id(f"{namespace}/repvgg-x")
+        except HFValidationError:
+            ok = False
+    if not ok:
+        raise InvalidNameError("Hugging Face namespace", namespace, HF_NAME_RULE)
+    return namespace
 
 
 def repo_id_for(namespace: str, variant: str) -> str:
@@ -65,7 +127,10 @@ class HuggingFaceHub(Hub):
     """Publishes to and reads from the Hugging Face Hub with the official ``huggingface_hub`` client.
 
     ``endpoint`` defaults to ``HF_ENDPOINT`` (else huggingface.co); the token to ``HF_TOKEN`` or
-    the ``hf auth login`` token. Network errors are retried with exponential backoff.
+    the ``hf auth login`` token. ``namespace`` is checked against Hugging Face's name rule here.
+    Calls fail fast, quietly and in one line (see :func:`hf_call`): ``retries`` tries more with
+    backoff from ``backoff_s`` for 5xx, 429 and timeouts; ``timeout_s`` and ``deadline_s`` default
+    to ``REPVGG_REGISTRY_HF_TIMEOUT`` / ``REPVGG_REGISTRY_HF_DEADLINE`` (20 s, 40 s).
     """
 
     def __init__(
@@ -77,17 +142,21 @@ class HuggingFaceHub(Hub):
         private: bool = False,
         retries: int = 4,
         backoff_s: float = 1.0,
+        timeout_s: float | None = None,
+        deadline_s: float | None = None,
         handle_namespace: str = DEFAULT_NAMESPACE,
     ) -> None:
         from huggingface_hub import HfApi
 
-        self.hf_namespace = namespace
-        self.namespace = handle_namespace
+        self.hf_namespace = validate_hf_namespace(namespace)
+        self.namespace = validate_name(handle_namespace, "namespace")
         self.private = private
         self.retries = retries
         self.backoff_s = backoff_s
-        self.api = HfApi(endpoint=endpoint, token=token)
+        self.network = network_settings(timeout_s, deadline_s)
+        self.api = HfApi(endpoint=hf_endpoint(endpoint), token=token)
         self._token = token
+        self._token_accepted = False
 
     def __repr__(self) -> str:
         return f"HuggingFaceHub({self.hf_namespace!r}, endpoint={self.api.endpoint!r})"
@@ -98,41 +167,58 @@ class HuggingFaceHub(Hub):
 
     # ----- plumbing ----------------------------------------------------------------------
     def _call(self, what: str, fn: Callable[[], T]) -> T:
-        """Run one client call, retrying network failures and 5xx with exponential backoff."""
-        from huggingface_hub.errors import HfHubHTTPError
-
-        delay = self.backoff_s
-        for attempt in range(self.retries + 1):
-            try:
-                return fn()
-            except HfHubHTTPError as exc:
-                status = getattr(exc.response, "status_code", None)
-                if status is not None and status < 500 and status != 429:
-                    raise
-                error: Exception = exc
-            except OSError as exc:  # connection refused, DNS, timeouts
-                error = exc
-            except Exception as exc:
-                if type(exc).__module__.startswith(("httpx", "httpcore", "requests", "urllib3")):
-                    error = exc
-                else:
-                    raise
-            if attempt < self.retries:
-                time.sleep(delay)
-                delay *= 2
-        reason = first_line(error)
-        raise HubUnreachableError(
-            f"Hugging Face Hub at {self.api.endpoint} did not answer {what} after {self.retries + 1} tries "
-            f"({reason}); check the network or HF_ENDPOINT and rerun"
+        """Run one client call through :func:`hf_call` with this hub's endpoint and limits."""
+        return hf_call(
+            what,
+            fn,
+            endpoint=self.api.endpoint,
+            retries=self.retries,
+            backoff_s=self.backoff_s,
+            settings=self.network,
         )
 
-    def check_can_publish(self) -> None:
+    @_hub_method
+    def check_can_publish(self, variant: str | None = None, version: int | None = None) -> None:
+        """Everything that can refuse a publish, asked before any build work: a token exists, the
+        hub answers and accepts it (``whoami``; 401 is "token rejected"), it is not read-only, and,
+        with ``variant`` and ``version``, that version's tag is free. The token is never shown."""
         from huggingface_hub import get_token
+        from huggingface_hub.errors import HfHubHTTPError
 
-        if not (self._token or get_token()):
+        token = self._token or get_token()
+        if not token:
             raise MissingTokenError(
                 "no Hugging Face token: run 'hf auth login' or set HF_TOKEN (a token with write access), then rerun"
             )
+        if not self._token_accepted:
+            try:
+                me = self._call("whoami", lambda: self.api.whoami(token=token))
+            except HfHubHTTPError as exc:
+                if getattr(exc.response, "status_code", None) != 401:
+                    raise
+                raise MissingTokenError(
+                    f"Hugging Face token rejected by {self.api.endpoint} (401: {first_line(exc)}); set HF_TOKEN to "
+                    "a valid token with write access or run 'hf auth login --force', then rerun"
+                ) from None
+            role = ((me.get("auth") or {}).get("accessToken") or {}).get("role") if isinstance(me, dict) else None
+            if role == "read":
+                raise MissingTokenError(
+                    f"the Hugging Face token of {me.get('name', '?')} is read-only and cannot publish; set HF_TOKEN "
+                    "to a token with write access or run 'hf auth login --force', then rerun"
+                )
+            self._token_accepted = True
+        if variant is not None and version is not None:
+            validate_version(version)
+            repo_id = repo_id_for(self.hf_namespace, variant)
+            if version in self._tags(repo_id):
+                raise VersionExistsError.taken(f"{repo_id} (tag v{version})", version)
+
+    def preflight(self, model: str, *, version: int | None = None) -> None:
+        """:meth:`check_can_publish` for ``model`` (the variant's hub name) and ``version``, before
+        any build: the token (exists, accepted by ``whoami``, not read-only), the hub (answers, not
+        HF_HUB_OFFLINE) and the ``v<version>`` tag (free). Reads the tags, not every manifest."""
+        validate_version(version)
+        self.check_can_publish(model, version)
 
     # ----- reading -----------------------------------------------------------------------
     def _tags(self, repo_id: str) -> dict[int, str]:
@@ -159,7 +245,7 @@ class HuggingFaceHub(Hub):
         )
         return json.loads(Path(path).read_text())
 
-    @_one_line_errors
+    @_hub_method
     def versions(self, variant: str) -> list[VersionInfo]:
         repo_id = repo_id_for(self.hf_namespace, variant)
         rows = []
@@ -177,14 +263,19 @@ class HuggingFaceHub(Hub):
                 )
         return rows
 
-    @_one_line_errors
+    @_hub_method
     def artifact_files(self, handle: Handle) -> tuple[Path, Path, Path]:
         from huggingface_hub import snapshot_download
 
         repo_id = repo_id_for(self.hf_namespace, handle.variant)
         tag = f"v{handle.version}"
-        if handle.version not in self._tags(repo_id):
-            raise NotPublishedError(f"{repo_id} has no tag {tag}; see 'repvgg-registry versions --hub {self.location}'")
+        tags = self._tags(repo_id)
+        if handle.version not in tags:
+            raise NotPublishedError(
+                f"{repo_id} has no tag {tag}; see 'repvgg-registry versions --hub {self.location}'",
+                handle=str(handle),
+                available=tuple(sorted(tags)),
+            )
         task = handle.task
         root = Path(
             self._call(
@@ -200,9 +291,10 @@ class HuggingFaceHub(Hub):
         return root / task, archive_path(root, task), manifest_path(root, task)
 
     # ----- writing -----------------------------------------------------------------------
-    @_one_line_errors
+    @_hub_method
     def publish_staged(self, variant: str, staged: Path, *, version: int | None = None) -> list[VersionInfo]:
         from huggingface_hub import CommitOperationAdd, CommitOperationDelete
+        from huggingface_hub.errors import HfHubHTTPError
 
         key = variant.lower()
         repo_id = repo_id_for(self.hf_namespace, key)
@@ -236,8 +328,6 @@ class HuggingFaceHub(Hub):
                 parent_commit=parent,
             ),
         )
-        from huggingface_hub.errors import HfHubHTTPError
-
         try:
             self._call(
                 f"create_tag(v{version})",
@@ -246,9 +336,13 @@ class HuggingFaceHub(Hub):
         except HfHubHTTPError as exc:
             if getattr(exc.response, "status_code", None) == 409:
                 raise VersionExistsError(
-                    f"{repo_id} tag v{version} was created by another publisher meanwhile; rerun to publish the next"
+                    f"{repo_id} tag v{version} was created by another publisher meanwhile; rerun to publish the next",
+                    where=repo_id,
+                    version=version,
                 ) from None
-            raise HubError(f"could not tag {repo_id} v{version}: {first_line(exc)}") from None
+            raise HubError(
+                f"could not tag {repo_id} v{version}: {first_line(exc)}; rerun (an untagged commit is no version)"
+            ) from None
         return [
             VersionInfo(
                 Handle(self.namespace, key, task, version),
@@ -261,8 +355,21 @@ class HuggingFaceHub(Hub):
         ]
 
 
+# ----- the model card ----------------------------------------------------------------------
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def _markdown_digest(value: object) -> str:
+    """A sha256 as code, anything else (or nothing) as inert text."""
+    if value is None or value == "":
+        return "-"
+    text = str(value)
+    return f"`{text}`" if _SHA256.fullmatch(text) else markdown_text(text)
+
+
 def repo_card(variant: str, version: int, manifests: dict[str, dict], repo_id: str, endpoint: str) -> str:
-    """The repo's README.md: front matter, numbers, provenance and copy-paste snippets."""
+    """The repo's README.md: front matter, numbers, provenance and copy-paste snippets. Values that
+    come from outside (the weights file's name) are escaped; random weights get a banner."""
     meta = json.loads(json.dumps(manifests["classification"]))
     weights = meta["weights"]
     header = yaml_header(
@@ -270,9 +377,11 @@ def repo_card(variant: str, version: int, manifests: dict[str, dict], repo_id: s
         extra_tags=("feature-extraction", f"repvgg-{variant}"),
     )
     tag = f"v{version}"
+    random_weights = any(m.get("weights", {}).get("source") == "random" for m in manifests.values())
+    banner = f"\n> **Warning: {RANDOM_WEIGHTS_BANNER}.**\n" if random_weights else ""
     return f"""{header}
 # RepVGG-{variant.upper() if len(variant) <= 2 else variant} (fused) for TensorFlow / TF Hub
-
+{banner}
 Two TF Hub Reusable SavedModels of the fused (deploy-form) network, published by repvgg-registry:
 
 * `feature_vector/`: images float32 `[batch, height, width, 3]` in [0, 1] -> `feature_vector`
@@ -286,9 +395,9 @@ and `<task>.manifest.json` lists every file's sha256.
 | | |
 |---|---|
 | version | {tag} |
-| weights | {weights["source"]} (sha256 `{weights.get("sha256") or "-"}`) |
-| feature_vector.tar.gz sha256 | `{manifests["feature_vector"]["archive"]["sha256"]}` |
-| classification.tar.gz sha256 | `{manifests["classification"]["archive"]["sha256"]}` |
+| weights | {markdown_text(weights["source"])} (sha256 {_markdown_digest(weights.get("sha256"))}) |
+| feature_vector.tar.gz sha256 | {_markdown_digest(manifests["feature_vector"]["archive"]["sha256"])} |
+| classification.tar.gz sha256 | {_markdown_digest(manifests["classification"]["archive"]["sha256"])} |
 
 ## Use
 

@@ -3,46 +3,104 @@
 Layout::
 
     <hub>/index.json                                  what is published (replaced atomically)
-    <hub>/<namespace>/<variant>/<task>/<N>/           the SavedModel (hub.KerasLayer(path) loads it)
-    <hub>/<namespace>/<variant>/<task>/<N>.tar.gz     its TF Hub archive
-    <hub>/<namespace>/<variant>/<task>/<N>.manifest.json
+    <hub>/<namespace>/<model>/<task>/<N>/             the SavedModel (hub.KerasLayer(path) loads it)
+    <hub>/<namespace>/<model>/<task>/<N>.tar.gz       its TF Hub archive
+    <hub>/<namespace>/<model>/<task>/<N>.manifest.json
+    <hub>/.lock                                       the hub lock; its holder writes who it is
+    <hub>/.staging/<id>/                              one publisher's private folder, with its own
+                                                      ``.lock`` that the publisher holds while alive
 
 A version exists when the index lists it; nothing else is ever read as published. Publishing
-stages everything inside the hub (same filesystem), then, holding an exclusive ``flock`` on
-``<hub>/.lock``, renames the files into place and replaces the index. ``flock`` dies with its
-process, so a publish killed at any moment leaves no stale lock; what it had renamed but not yet
-indexed is invisible and is swept by the next publish.
+builds in a staging folder inside the hub (same filesystem), then, holding an exclusive ``flock``
+on ``<hub>/.lock``, writes a journal of what it is about to rename, renames the files into place,
+replaces the index and drops the journal.
+
+Crash safety, and what is deleted (nothing that may be published):
+
+* ``flock`` dies with its process: a publish killed at any moment leaves no stale lock.
+* A staging folder is dead only when its own ``.lock`` can be taken (its publisher is gone, in
+  whatever PID namespace or container it ran); only dead staging folders are removed.
+* A dead staging folder with a journal is a commit that was cut short. If the index (present and
+  readable) lists none of its handles, the files it renamed into place (identified by inode) are
+  moved back into it and removed with it: they were never published and their number is free
+  again. If the index cannot tell (missing, unreadable), nothing is touched.
+* A version folder, archive or manifest that no index entry owns is never deleted, and its number
+  is never reused: the next version is one above everything indexed *or* on disk. If complete
+  versions are on disk that the index does not list (index deleted, truncated, or an older backup
+  restored), publishing stops and names ``repvgg-registry repair``, which rebuilds the index from
+  the manifests (:meth:`LocalHub.repair`).
+
+Waiting for the hub lock is announced once (``on_lock_wait``, else a log warning) with who holds
+it, and gives up after ``$REPVGG_REGISTRY_LOCK_TIMEOUT`` seconds (default 600) with
+:class:`~repvgg_registry.errors.HubLockedError`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
+import logging
+import math
 import os
 import shutil
+import socket
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
+from ..errors import (
+    HubLockedError,
+    HubStateError,
+    InvalidHandleError,
+    InvalidNameError,
+    RegistryError,
+    UsageError,
+    one_line,
+)
 from ..hashing import sha256_file
-from ..publish.release import archive_path, manifest_path
+from ..publish.release import ARCHIVE_SUFFIX, MANIFEST_SUFFIX, archive_path, manifest_path
+from ..publish.tasks import TASKS
 from .hub import (
     DEFAULT_NAMESPACE,
-    TASKS,
+    MAX_VERSION,
     Handle,
     Hub,
     HubError,
     NotPublishedError,
     VersionExistsError,
     VersionInfo,
+    is_valid_name,
+    validate_name,
+    validate_version,
 )
+
+log = logging.getLogger(__name__)
 
 INDEX_FORMAT = 1
 HUB_ENV = "REPVGG_REGISTRY_HUB"
+
+#: Seconds a publish waits for another publisher's hub lock before it gives up.
+LOCK_TIMEOUT_ENV = "REPVGG_REGISTRY_LOCK_TIMEOUT"
+DEFAULT_LOCK_TIMEOUT = 600.0
+
+STAGING = ".staging"
+STAGING_LOCK = ".lock"
+JOURNAL = "commit.json"
+#: A staging folder without a lock file is from a version of this package before per-staging
+#: locks (or is being created this instant): it is removed only once it is this old.
+LEGACY_STAGING_AGE = 24 * 3600
+
+#: Seconds to sleep after each rename of a commit. Only for crash tests, which SIGKILL a publish
+#: half-way through its commit to prove that a partial version stays invisible.
+COMMIT_PAUSE_ENV = "REPVGG_REGISTRY_COMMIT_PAUSE"
+
+_FIX_FROM_DISK = "run 'repvgg-registry repair --hub {root}' to rebuild it from the manifests on disk"
 
 
 def default_hub_path() -> Path:
@@ -53,9 +111,25 @@ def default_hub_path() -> Path:
     return data / "repvgg-registry" / "hub"
 
 
-#: Seconds to sleep after each rename of a commit. Only for crash tests, which SIGKILL a publish
-#: half-way through its commit to prove that a partial version stays invisible.
-COMMIT_PAUSE_ENV = "REPVGG_REGISTRY_COMMIT_PAUSE"
+def lock_timeout_from_env() -> float:
+    """``$REPVGG_REGISTRY_LOCK_TIMEOUT`` in seconds (``inf`` waits forever), default 600."""
+    raw = os.environ.get(LOCK_TIMEOUT_ENV, "").strip()
+    if not raw:
+        return DEFAULT_LOCK_TIMEOUT
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not value >= 0:  # also NaN
+        raise UsageError(LOCK_TIMEOUT_ENV, raw, "use a number of seconds >= 0, e.g. 600 (or inf to wait forever)")
+    return value
+
+
+def _check_version(version: object) -> None:
+    """validate_version, and no ``True`` for 1."""
+    if isinstance(version, bool):
+        raise UsageError("--version", version, f"use an integer from 1 to {MAX_VERSION}, or omit it for the next one")
+    validate_version(version)
 
 
 def _commit_pause() -> None:
@@ -64,25 +138,199 @@ def _commit_pause() -> None:
         time.sleep(pause)
 
 
-def _pid_alive(pid: int) -> bool:
+def _now() -> str:
+    return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
+
+
+def _short(value: object, limit: int = 60) -> str:
+    text = one_line(repr(value))
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _is_sha256(value: object) -> bool:
+    return isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)
+
+
+def entry_problem(item: object) -> str | None:
+    """Why ``item`` is not a valid index entry, or None. The one check for what is read and written."""
+    if not isinstance(item, dict):
+        return f"is {_short(item)}, not an object"
+    text = item.get("handle")
+    if not isinstance(text, str):
+        return f"has no handle (handle {_short(text)})"
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+        handle = Handle.parse(text)
+    except InvalidHandleError as exc:
+        return f"has the invalid handle {_short(text)} ({exc.rule})"
+    for key, want in (("namespace", handle.namespace), ("variant", handle.variant), ("task", handle.task)):
+        if item.get(key) != want:
+            return f"{text}: {key} {_short(item.get(key))} does not match the handle"
+    version = item.get("version")
+    if type(version) is not int or version != handle.version:
+        return f"{text}: version {_short(version)} is not the integer {handle.version} of the handle"
+    if not isinstance(item.get("created"), str) or not item["created"]:
+        return f"{text}: no 'created' time"
+    if not isinstance(item.get("weights_source"), str):
+        return f"{text}: no 'weights_source'"
+    if not _is_sha256(item.get("sha256")):
+        return f"{text}: 'sha256' {_short(item.get('sha256'))} is not a sha256"
+    if "manifest_sha256" in item and not _is_sha256(item["manifest_sha256"]):
+        return f"{text}: 'manifest_sha256' {_short(item['manifest_sha256'])} is not a sha256"
+    size = item.get("archive_size", 0)
+    if type(size) is not int or size < 0:
+        return f"{text}: 'archive_size' {_short(size)} is not a size"
+    return None
+
+
+def _os_reason(exc: OSError) -> str:
+    reason = exc.strerror or type(exc).__name__
+    return reason[:1].lower() + reason[1:]
+
+
+def _os_fix(exc: OSError) -> str:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "free space and rerun"
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return "make the hub folder writable (or pass --hub PATH to a writable folder) and rerun"
+    return "fix the cause and rerun"
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Write ``text`` to a temporary file beside ``path`` and rename it over ``path``. The file is
+    created with mode 0o666 so the umask applies as to any other file; on any error the temporary
+    file is removed and the error raised."""
+    tmp = path.with_name(f".{path.name.split('.')[0]}-{uuid.uuid4().hex[:12]}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _disk_key(target: str) -> tuple | None:
+    """``("repvgg", "a0", "feature_vector", 3)`` for ``repvgg/a0/feature_vector/3.tar.gz``."""
+    parts = target.split("/")
+    number = parts[-1].split(".")[0]
+    return (*parts[:3], int(number)) if len(parts) == 4 and number.isdigit() else None
+
+
+def _holder_record() -> str:
+    return json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": _now()})
+
+
+def _describe_holder(text: str) -> str:
+    try:
+        data = json.loads(text)
+        return f"pid {int(data['pid'])} on {one_line(data['host'])} since {one_line(data['since'])}"
+    except (ValueError, KeyError, TypeError):
+        return "another process (it has not written who it is)"
+
+
+#: The staging folders this process made, each with the descriptor that holds its ``.lock``: per
+#: process, not per hub object, so that a staging folder stays locked for as long as the process
+#: lives (or until it is removed), whichever LocalHub made it.
+_STAGING_LOCKS: dict[Path, int] = {}
+
+
+@dataclass
+class RepairReport:
+    """What :meth:`LocalHub.repair` found and did (or, with ``dry_run``, would do)."""
+
+    root: str
+    dry_run: bool
+    #: "ok", "missing", or "unreadable: <why>"
+    index: str
+    #: index entries kept as they were
+    kept: list[str] = field(default_factory=list)
+    #: versions found on disk (complete, with a manifest) that the index did not list: now listed
+    added: list[str] = field(default_factory=list)
+    #: index entries that were not valid (a bad handle, a missing field): left out, with why
+    dropped: list[str] = field(default_factory=list)
+    #: listed versions whose files are gone: kept in the index so that verify names them
+    missing: list[str] = field(default_factory=list)
+    #: version files on disk that are not a complete version: left in place, their numbers stay taken
+    incomplete: list[str] = field(default_factory=list)
+    #: dead staging folders removed (and commits cut short that were rolled back)
+    swept: list[str] = field(default_factory=list)
+    #: where the previous index was saved, when one was replaced
+    backup: str | None = None
+    written: bool = False
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.added or self.dropped or self.index.startswith("unreadable"))
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "changed": self.changed}
+
+    def describe(self) -> str:
+        """A summary line, then one line per thing that was (or would be) changed or needs a look."""
+        if not self.changed:
+            head = f"{self.root}: index.json is consistent with the disk ({len(self.kept)} entries); nothing to repair"
+        else:
+            verb = "would rebuild" if self.dry_run else "rebuilt"
+            head = (
+                f"{self.root}: {verb} index.json: {len(self.kept) + len(self.added)} entries "
+                f"({len(self.added)} added from manifests, {len(self.dropped)} invalid dropped)"
+            )
+            if self.backup:
+                head += f"; the previous index is saved as {self.backup}"
+        lines = [head]
+        lines += [f"added {h}" for h in self.added]
+        lines += [f"dropped entry {p}" for p in self.dropped]
+        lines += [f"listed but files missing (verify names them): {h}" for h in self.missing]
+        lines += [f"not a complete version, left in place: {p}" for p in self.incomplete]
+        lines += [f"swept {s}" for s in self.swept]
+        return "\n".join(one_line(line) for line in lines)
 
 
 class LocalHub(Hub):
-    """A hub in a local folder; ``serve`` makes it a TF Hub-compatible web host."""
+    """A hub in a local folder; ``serve`` makes it a TF Hub-compatible web host.
 
-    def __init__(self, root: str | os.PathLike | None = None, *, namespace: str = DEFAULT_NAMESPACE) -> None:
+    ``lock_timeout`` (seconds; default ``$REPVGG_REGISTRY_LOCK_TIMEOUT`` or 600) bounds the wait
+    for another publisher's hub lock; ``on_lock_wait(message)`` is called once when a wait begins
+    (default: a warning on this module's logger). Both are attributes and may be set later.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike | None = None,
+        *,
+        namespace: str = DEFAULT_NAMESPACE,
+        lock_timeout: float | None = None,
+        on_lock_wait: Callable[[str], None] | None = None,
+    ) -> None:
+        self.namespace = validate_name(namespace, "namespace")
         self.root = Path(root).expanduser() if root is not None else default_hub_path()
-        self.namespace = namespace
+        self.lock_timeout = lock_timeout
+        self.on_lock_wait = on_lock_wait
+        #: problems with index entries that the last read skipped (one line each)
+        self.index_warnings: list[str] = []
+        self._warned: set[str] = set()
+        self._rolled_back: list[str] = []
 
     def __repr__(self) -> str:
         return f"LocalHub({str(self.root)!r}, namespace={self.namespace!r})"
+
+    @property
+    def location(self) -> str:
+        return str(self.root)
 
     # ----- paths -------------------------------------------------------------------------
     @property
@@ -90,32 +338,115 @@ class LocalHub(Hub):
         return self.root / "index.json"
 
     def task_dir(self, variant: str, task: str, namespace: str | None = None) -> Path:
-        return self.root / (namespace or self.namespace) / variant.lower() / task
+        """``<hub>/<namespace>/<model>/<task>``; every part is checked before a path is made of it."""
+        ns = validate_name(self.namespace if namespace is None else namespace, "namespace")
+        model = validate_name(variant.lower() if isinstance(variant, str) else variant, "model name")
+        if task not in TASKS:
+            raise InvalidNameError("task", task, f"use one of {', '.join(TASKS)}")
+        return self.root / ns / model / task
 
     def paths(self, handle: Handle) -> tuple[Path, Path, Path]:
         """(SavedModel folder, archive, manifest) of a handle."""
-        base = self.task_dir(handle.variant, handle.task, handle.namespace)
         n = handle.version
-        return base / str(n), base / f"{n}.tar.gz", base / f"{n}.manifest.json"
+        if type(n) is not int or not 1 <= n <= MAX_VERSION:
+            raise InvalidHandleError(str(handle), f"the version is an integer from 1 to {MAX_VERSION}")
+        base = self.task_dir(handle.variant, handle.task, handle.namespace)
+        return base / str(n), base / f"{n}{ARCHIVE_SUFFIX}", base / f"{n}{MANIFEST_SUFFIX}"
+
+    def _fix(self) -> str:
+        return _FIX_FROM_DISK.format(root=self.root)
 
     # ----- reading -----------------------------------------------------------------------
-    def read_index(self) -> list[dict]:
+    def _load_index(self, *, strict: bool) -> list[dict] | None:
+        """The valid entries of the index, or None when there is no index file. A file that is not
+        an index raises HubStateError; invalid entries raise it too when ``strict``, else they are
+        skipped and named in :attr:`index_warnings` (and logged once)."""
+        path = self.index_file
         try:
-            data = json.loads(self.index_file.read_text())
+            text = path.read_text(encoding="utf-8")
         except FileNotFoundError:
-            return []
-        except ValueError as exc:
-            raise HubError(f"{self.index_file} is not valid JSON ({exc}); restore it from a backup") from None
-        return list(data.get("entries", []))
+            if self.root.exists() and not self.root.is_dir():
+                raise self._root_not_a_folder() from None
+            self.index_warnings = []
+            return None
+        except NotADirectoryError:
+            raise self._root_not_a_folder() from None
+        except IsADirectoryError:
+            raise HubStateError(path, "is a folder, not the index file", f"move it away, then {self._fix()}") from None
+        except UnicodeDecodeError:
+            raise HubStateError(path, "is not UTF-8 text", f"{self._fix()} (or restore a backup)") from None
+        except OSError as exc:
+            raise HubStateError(path, f"cannot be read ({_os_reason(exc)})", "fix its permissions and rerun") from None
+        try:
+            data = json.loads(text)
+        except (ValueError, RecursionError) as exc:
+            why = "is empty" if not text.strip() else f"is not valid JSON ({getattr(exc, 'msg', type(exc).__name__)})"
+            raise HubStateError(path, why, f"{self._fix()} (or restore a backup)") from None
+        if not isinstance(data, dict) or not isinstance(data.get("entries"), list):
+            raise HubStateError(
+                path,
+                f"is not a hub index (expected an object with an 'entries' list, found {_short(data, 40)})",
+                self._fix(),
+            )
+        if data.get("format", INDEX_FORMAT) != INDEX_FORMAT:
+            raise HubStateError(
+                path,
+                f"has format {_short(data.get('format'))} but this repvgg-registry reads format {INDEX_FORMAT}",
+                "upgrade repvgg-registry",
+            )
+        good, problems, seen = [], [], set()
+        for number, item in enumerate(data["entries"], 1):
+            problem = entry_problem(item)
+            if problem is None and item["handle"] in seen:
+                problem = f"repeats {item['handle']}"
+            if problem is None:
+                good.append(item)
+                seen.add(item["handle"])
+            else:
+                problems.append(f"entry {number} {problem}")
+        if problems and strict:
+            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+            raise HubStateError(path, f"{problems[0]}{more}", self._fix())
+        self.index_warnings = problems
+        for problem in problems:
+            if problem not in self._warned:
+                self._warned.add(problem)
+                log.warning("%s: %s, skipped; %s", path, problem, self._fix())
+        return good
+
+    def _root_not_a_folder(self) -> HubStateError:
+        return HubStateError(
+            self.root, "is a file, not a hub folder", "pass --hub PATH to a folder (or move the file away)"
+        )
+
+    def read_index(self) -> list[dict]:
+        """The valid index entries ([] when nothing is published); invalid ones are skipped and
+        named in :attr:`index_warnings`; an unreadable index raises HubStateError."""
+        return self._load_index(strict=False) or []
 
     def entry(self, handle: Handle) -> dict:
-        for item in self.read_index():
+        entries = self.read_index()
+        for item in entries:
             if item["handle"] == str(handle):
                 return item
-        raise NotPublishedError(f"{handle} is not published in {self.root}; see 'repvgg-registry versions'")
+        available = tuple(
+            sorted(
+                e["version"]
+                for e in entries
+                if (e["namespace"], e["variant"], e["task"]) == (handle.namespace, handle.variant, handle.task)
+            )
+        )
+        hint = (
+            f"published versions: {', '.join(map(str, available))}"
+            if available
+            else f"see 'repvgg-registry versions {handle.variant} --hub {self.root}'"
+        )
+        raise NotPublishedError(
+            f"{handle} is not published in {self.root}; {hint}", handle=str(handle), available=available
+        )
 
     def versions(self, variant: str) -> list[VersionInfo]:
-        key = variant.lower()
+        key = validate_name(variant.lower(), "model name")
         rows = [e for e in self.read_index() if e["variant"] == key and e["namespace"] == self.namespace]
         return [self._info(e) for e in sorted(rows, key=lambda e: (e["version"], e["task"]))]
 
@@ -123,6 +454,8 @@ class LocalHub(Hub):
         return [self._info(e) for e in self.read_index()]
 
     def published_versions(self) -> dict[str, list[int]]:
+        """``{model: [versions]}`` of this namespace; {} when nothing is published; an unreadable
+        index raises HubStateError (``list`` shows a warning instead of "nothing published")."""
         out: dict[str, set[int]] = {}
         for item in self.read_index():
             if item["namespace"] == self.namespace:
@@ -144,106 +477,614 @@ class LocalHub(Hub):
             recorded["manifest"] = entry["manifest_sha256"]
         return recorded
 
-    # ----- writing -----------------------------------------------------------------------
-    def check_can_publish(self) -> None:
+    # ----- what is on disk ---------------------------------------------------------------
+    def _scan_disk(self) -> dict[tuple[str, str, str, int], set[str]]:
+        """``{(namespace, model, task, N): {"folder", "archive", "manifest", "other"}}`` for every
+        version-numbered name in the hub's task folders, indexed or not."""
+        found: dict[tuple[str, str, str, int], set[str]] = {}
+
+        def subdirs(path: Path) -> list[os.DirEntry]:
+            try:
+                with os.scandir(path) as it:
+                    return [e for e in it if e.is_dir(follow_symlinks=False)]
+            except (FileNotFoundError, NotADirectoryError):
+                return []
+
+        for ns in subdirs(self.root):
+            if not is_valid_name(ns.name):
+                continue
+            for model in subdirs(Path(ns.path)):
+                if not is_valid_name(model.name):
+                    continue
+                for task in subdirs(Path(model.path)):
+                    if task.name not in TASKS:
+                        continue
+                    try:
+                        items = list(os.scandir(task.path))
+                    except OSError as exc:
+                        raise HubStateError(
+                            task.path, f"cannot be read ({_os_reason(exc)})", "fix its permissions and rerun"
+                        ) from None
+                    for item in items:
+                        number, dot, rest = item.name.partition(".")
+                        if not number.isdigit():
+                            continue
+                        if not dot:
+                            kind = "folder" if item.is_dir(follow_symlinks=False) else "other"
+                        elif f".{rest}" == ARCHIVE_SUFFIX and item.is_file(follow_symlinks=False):
+                            kind = "archive"
+                        elif f".{rest}" == MANIFEST_SUFFIX and item.is_file(follow_symlinks=False):
+                            kind = "manifest"
+                        else:
+                            kind = "other"
+                        found.setdefault((ns.name, model.name, task.name, int(number)), set()).add(kind)
+        return found
+
+    def _disk_entry(self, key: tuple[str, str, str, int]) -> dict | str:
+        """The index entry that the files of ``key`` on disk make (from its manifest), or why they
+        are not a complete version."""
+        ns, model, task, n = key
+        try:
+            handle = Handle.parse(f"{ns}/{model}/{task}/{n}")
+        except InvalidHandleError as exc:
+            return f"{ns}/{model}/{task}/{n}: {exc.rule}"
+        folder, archive, manifest = self.paths(handle)
+        lacking = [
+            name
+            for name, ok in (
+                (f"{n}/", folder.is_dir() and not folder.is_symlink()),
+                (archive.name, archive.is_file()),
+                (manifest.name, manifest.is_file()),
+            )
+            if not ok
+        ]
+        if lacking:
+            return f"{handle}: no {' or '.join(lacking)}"
+        try:
+            data = json.loads(manifest.read_text(encoding="utf-8"))
+            entry = {
+                "handle": str(handle),
+                "namespace": ns,
+                "variant": model,
+                "task": task,
+                "version": n,
+                "created": data["created"],
+                "weights_source": data["weights"]["source"],
+                "sha256": data["archive"]["sha256"],
+                "archive_size": data["archive"]["size"],
+                "manifest_sha256": sha256_file(manifest),
+            }
+            manifest_task = data.get("task", task)
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            return f"{handle}: {manifest.name} is unreadable ({type(exc).__name__})"
+        if manifest_task != task:
+            return f"{handle}: {manifest.name} is for the task {_short(manifest_task)}"
+        problem = entry_problem(entry)
+        return f"{handle}: {manifest.name} {problem}" if problem else entry
+
+    def _check_state(self, entries: list[dict] | None, disk: dict) -> None:
+        """Refuse to publish onto an index that has lost published versions (missing, truncated,
+        an older backup): they would be invisible and their numbers at risk."""
+        listed = {(e["namespace"], e["variant"], e["task"], e["version"]) for e in entries or []}
+        lost = [
+            result["handle"]
+            for key, kinds in sorted(disk.items())
+            if key not in listed and {"folder", "archive", "manifest"} <= kinds
+            for result in [self._disk_entry(key)]
+            if isinstance(result, dict)
+        ]
+        if not lost:
+            return
+        what = f"{len(lost)} published artifact{'s' if len(lost) > 1 else ''} on disk (e.g. {lost[0]})"
+        if entries is None:
+            raise HubStateError(self.index_file, f"is missing, but there are {what}", self._fix())
+        raise HubStateError(self.index_file, f"does not list {what}: an older or edited index", self._fix())
+
+    def taken_versions(self, model: str, namespace: str | None = None) -> set[int]:
+        """Every version number of ``model`` that is indexed or has files on disk: none is reused."""
+        ns = validate_name(self.namespace if namespace is None else namespace, "namespace")
+        key = validate_name(model.lower(), "model name")
+        indexed = {e["version"] for e in self.read_index() if (e["namespace"], e["variant"]) == (ns, key)}
+        return indexed | {n for (n_ns, n_model, _task, n) in self._scan_disk() if (n_ns, n_model) == (ns, key)}
+
+    # ----- the hub lock ------------------------------------------------------------------
+    def _ensure_root(self) -> None:
+        if self.root.exists() and not self.root.is_dir():
+            raise self._root_not_a_folder()
         try:
             self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise HubError(
+                f"cannot create the hub folder {self.root} ({_os_reason(exc)}); pass --hub PATH to a writable folder"
+            ) from None
+
+    def _notify(self, message: str) -> None:
+        if self.on_lock_wait is not None:
+            self.on_lock_wait(message)
+        else:
+            log.warning("%s", message)
+
+    def lock_holder(self) -> str:
+        """Who holds (or last held) the hub lock, as its holder wrote it."""
+        try:
+            return _describe_holder((self.root / ".lock").read_text(encoding="utf-8", errors="replace"))
+        except OSError:
+            return _describe_holder("")
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Exclusive, process-lifetime lock on ``<hub>/.lock`` (released by the kernel if the holder
+        dies). The holder writes its pid, host and start time into the file. A wait is announced
+        once and gives up after :attr:`lock_timeout` seconds with HubLockedError."""
+        self._ensure_root()
+        path = self.root / ".lock"
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        except IsADirectoryError:
+            raise HubStateError(path, "is a folder, not the hub's lock file", "remove it and rerun") from None
+        except OSError as exc:
+            raise HubError(f"cannot open the hub lock {path} ({_os_reason(exc)}); {_os_fix(exc)}") from None
+        try:
+            self._acquire(fd, path)
+            try:
+                with contextlib.suppress(OSError):  # who we are is a courtesy: a full disk must not stop the lock
+                    os.ftruncate(fd, 0)
+                    os.pwrite(fd, _holder_record().encode(), 0)
+                yield
+            finally:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, 0)
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+
+    def _acquire(self, fd: int, path: Path) -> None:
+        timeout = self.lock_timeout if self.lock_timeout is not None else lock_timeout_from_env()
+        start = time.monotonic()
+        delay = 0.02
+        announced = False
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                pass
+            except OSError as exc:  # e.g. ENOLCK on a network filesystem without locks
+                raise HubError(f"cannot lock {path} ({_os_reason(exc)}); put the hub on a local filesystem") from None
+            waited = time.monotonic() - start
+            holder = self.lock_holder()
+            if waited >= timeout:
+                raise HubLockedError(path, holder, waited)
+            if not announced:
+                announced = True
+                limit = "forever" if math.isinf(timeout) else f"up to {timeout:g} s ({LOCK_TIMEOUT_ENV})"
+                self._notify(f"waiting for the hub lock {path}, held by {holder}; waiting {limit}")
+            time.sleep(min(delay, max(timeout - waited, 0.001)))
+            delay = min(delay * 2, 0.5)
+
+    # ----- staging -----------------------------------------------------------------------
+    def staging_dir(self) -> Path:
+        """A private folder inside the hub for one publish (same filesystem, so renames are
+        atomic), holding a ``.lock`` that this process keeps locked while it lives."""
+        self._reap_staging_locks()
+        self._ensure_root()
+        base = self.root / STAGING
+        try:
+            base.mkdir(exist_ok=True)
+            path = Path(tempfile.mkdtemp(prefix=f"{uuid.uuid4().hex[:12]}-", dir=base))
+            # Locked before it gets its name: a sweep never sees an unlocked .lock of a live publisher.
+            tmp = path / f"{STAGING_LOCK}.new"
+            fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+        except OSError as exc:
+            raise HubError(f"cannot create a staging folder in {base} ({_os_reason(exc)}); {_os_fix(exc)}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            with contextlib.suppress(OSError):
+                os.pwrite(fd, _holder_record().encode(), 0)
+            os.rename(tmp, path / STAGING_LOCK)
+        except OSError as exc:
+            os.close(fd)
+            shutil.rmtree(path, ignore_errors=True)
+            raise HubError(f"cannot lock a staging folder in {base} ({_os_reason(exc)}); {_os_fix(exc)}") from None
+        _STAGING_LOCKS[path] = fd
+        return path
+
+    @staticmethod
+    def _reap_staging_locks() -> None:
+        """Unlock staging folders of this process that are gone (a caller removed them)."""
+        for path in list(_STAGING_LOCKS):
+            if not path.exists():
+                fd = _STAGING_LOCKS.pop(path, None)  # atomic: one thread closes it
+                if fd is not None:
+                    with contextlib.suppress(OSError):
+                        os.close(fd)
+
+    def _release_staging(self, path: Path) -> None:
+        """Remove one of our staging folders and unlock it; one whose journal could not be rolled
+        back is only unlocked, so that the next publish's sweep rolls it back."""
+        if not (path / JOURNAL).exists():
+            shutil.rmtree(path, ignore_errors=True)
+        fd = _STAGING_LOCKS.pop(path, None)
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    def _own_area(self, staged: Path) -> Path | None:
+        staged = staged.resolve()
+        for area in list(_STAGING_LOCKS):
+            if staged.is_relative_to(area.resolve()):
+                return area
+        return None
+
+    def _sweep(self, listed: set[str] | None, *, dry_run: bool = False) -> list[str]:
+        """Under the hub lock: remove staging folders whose publisher is gone (its ``.lock`` can
+        be taken), rolling back a commit cut short when the index (``listed``: its handles, or None
+        when it cannot tell) shows it never completed; then stale temporary index files. Returns
+        what it removed, one line each."""
+        done: list[str] = []
+        self._rolled_back = []
+        base = self.root / STAGING
+        try:
+            areas = sorted(p for p in base.iterdir() if p.is_dir() and not p.is_symlink())
+        except OSError:
+            areas = []
+        for area in areas:
+            if area in _STAGING_LOCKS:
+                continue
+            lock = area / STAGING_LOCK
+            if not lock.is_file():
+                with contextlib.suppress(OSError):
+                    if not (area / JOURNAL).exists() and time.time() - area.stat().st_mtime > LEGACY_STAGING_AGE:
+                        if not dry_run:
+                            shutil.rmtree(area, ignore_errors=True)
+                        done.append(f"{STAGING}/{area.name} (an old staging folder without a lock)")
+                continue
+            try:
+                fd = os.open(lock, os.O_RDWR | os.O_CLOEXEC)
+            except OSError:
+                continue
+            try:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError:
+                    continue  # its publisher is alive
+                removable, rolled_back = self._roll_back(area, listed, dry_run=dry_run)
+                if not removable:
+                    continue
+                if not dry_run:
+                    shutil.rmtree(area, ignore_errors=True)
+                self._rolled_back += rolled_back
+                note = f" (rolled back {', '.join(rolled_back)}, never indexed)" if rolled_back else ""
+                done.append(f"{STAGING}/{area.name}, a dead publisher's staging folder{note}")
+            finally:
+                os.close(fd)
+        if not dry_run:
+            for tmp in list(self.root.glob(".index-*")) + list(self.root.glob(".probe-*")):
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
+        for line in done:
+            log.info("swept %s", line)
+        return done
+
+    def _roll_back(self, area: Path, listed: set[str] | None, *, dry_run: bool) -> tuple[bool, list[str]]:
+        """For a dead staging folder: (may it be removed, the targets its cut-short commit had
+        renamed into the hub and that are now moved back into it)."""
+        journal = area / JOURNAL
+        if not journal.exists():
+            return True, []
+        try:
+            data = json.loads(journal.read_text(encoding="utf-8"))
+            handles = {str(h) for h in data["handles"]}
+            moves = [(str(m["target"]), int(m["ino"]), int(m["dev"])) for m in data["moves"]]
+        except (OSError, ValueError, KeyError, TypeError):
+            return False, []  # what it renamed cannot be told: leave it (and its files) alone
+        if listed is None:
+            return False, []  # no readable index to tell whether it completed: touch nothing
+        if handles & listed:
+            return True, []  # it completed: its files belong to the index now
+        rolled_back = []
+        for number, (target, ino, dev) in reversed(list(enumerate(moves))):
+            relative = PurePosixPath(target)
+            if relative.is_absolute() or ".." in relative.parts or not relative.parts:
+                return False, rolled_back
+            path = self.root / relative
+            try:
+                st = os.lstat(path)
+            except FileNotFoundError:
+                continue
+            except OSError:
+                return False, rolled_back
+            if (st.st_ino, st.st_dev) != (ino, dev):
+                continue  # not what that commit renamed in
+            if not dry_run:
+                try:
+                    (area / "rolled-back").mkdir(exist_ok=True)
+                    os.rename(path, area / "rolled-back" / str(number))
+                except OSError:
+                    return False, rolled_back
+            rolled_back.append(target)
+        return True, rolled_back
+
+    # ----- writing -----------------------------------------------------------------------
+    def _write_index(self, entries: list[dict]) -> None:
+        """Replace the index atomically (mode 0o666 less the umask, like every other hub file).
+        An entry that would not read back (a handle that does not parse, a missing field) is refused."""
+        for item in entries:
+            problem = entry_problem(item)
+            if problem:
+                raise HubStateError(
+                    self.index_file, f"refusing to write an entry that {problem}", "this is a bug; please report it"
+                )
+        entries = sorted(entries, key=lambda e: (e["namespace"], e["variant"], e["task"], e["version"]))
+        data = {"format": INDEX_FORMAT, "entries": entries}
+        _write_atomically(self.index_file, json.dumps(data, indent=2) + "\n")
+
+    def _probe_writable(self) -> None:
+        try:
             with tempfile.NamedTemporaryFile(dir=self.root, prefix=".probe-"):
                 pass
         except OSError as exc:
             raise HubError(
-                f"cannot write to the hub folder {self.root} ({exc.strerror}); pass --hub PATH to a writable folder"
+                f"cannot write to the hub folder {self.root} ({_os_reason(exc)}); pass --hub PATH to a writable folder"
             ) from None
 
-    @contextlib.contextmanager
-    def lock(self) -> Iterator[None]:
-        """Exclusive, process-lifetime lock: released by the kernel if the holder dies."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.root / ".lock", "a+") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
+    def _prepare(self) -> list[dict] | None:
+        """Under the hub lock: read the index strictly, sweep, and refuse a hub that has lost
+        versions. Returns the index entries (None when there is no index file)."""
+        entries = self._load_index(strict=True)
+        self._sweep({e["handle"] for e in entries} if entries is not None else None)
+        self._check_state(entries, self._scan_disk())
+        return entries
+
+    def check_can_publish(self) -> None:
+        """Before any build work: the hub folder is writable, its index readable and complete."""
+        self._ensure_root()
+        with self.lock():
+            self._probe_writable()
+            self._prepare()
+
+    def preflight(self, model: str, *, version: int | None = None) -> None:
+        validate_name(model.lower(), "model name")
+        _check_version(version)
+        self.check_can_publish()
+        if version is not None and version in self.taken_versions(model):
+            raise VersionExistsError.taken(f"{self.namespace}/{model.lower()}", version)
+
+    def _read_staged(self, staged: Path) -> dict[str, dict]:
+        manifests = {}
+        for task in TASKS:
+            manifest = manifest_path(staged, task)
+            folder, archive = staged / task, archive_path(staged, task)
+            for path, ok in ((folder, folder.is_dir()), (archive, archive.is_file())):
+                if not ok:
+                    raise HubStateError(path, "is missing from the staged release", "stage the build again and rerun")
             try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
-
-    def staging_dir(self) -> Path:
-        """A private folder inside the hub for one publish (same filesystem, so renames are atomic)."""
-        base = self.root / ".staging"
-        base.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(prefix=f"{os.getpid()}-{uuid.uuid4().hex[:8]}-", dir=base))
-
-    def _sweep(self) -> None:
-        """Under the lock: drop staging folders of dead publishers and files no index entry owns."""
-        staging = self.root / ".staging"
-        if staging.is_dir():
-            for item in staging.iterdir():
-                pid = item.name.split("-", 1)[0]
-                if pid.isdigit() and not _pid_alive(int(pid)):
-                    shutil.rmtree(item, ignore_errors=True)
-        listed = {e["handle"] for e in self.read_index()}
-        ns_root = self.root / self.namespace
-        if not ns_root.is_dir():
-            return
-        for task_dir in ns_root.glob("*/*"):
-            if task_dir.name not in TASKS or not task_dir.is_dir():
-                continue
-            for item in task_dir.iterdir():
-                number = item.name.split(".", 1)[0]
-                handle = f"{self.namespace}/{task_dir.parent.name}/{task_dir.name}/{number}"
-                if number.isdigit() and handle not in listed:
-                    if item.is_dir() and not item.is_symlink():
-                        shutil.rmtree(item, ignore_errors=True)
-                    else:
-                        item.unlink(missing_ok=True)
-
-    def _write_index(self, entries: list[dict]) -> None:
-        entries = sorted(entries, key=lambda e: (e["namespace"], e["variant"], e["task"], e["version"]))
-        data = {"format": INDEX_FORMAT, "entries": entries}
-        fd, tmp = tempfile.mkstemp(prefix=".index-", dir=self.root)
-        with os.fdopen(fd, "w") as handle:
-            json.dump(data, handle, indent=2)
-            handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, self.index_file)
+                data = json.loads(manifest.read_text(encoding="utf-8"))
+                source, sha, size = data["weights"]["source"], data["archive"]["sha256"], data["archive"]["size"]
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                raise HubStateError(
+                    manifest, f"is not a readable manifest ({type(exc).__name__})", "stage the build again and rerun"
+                ) from None
+            if not (isinstance(source, str) and _is_sha256(sha) and type(size) is int and size >= 0):
+                raise HubStateError(
+                    manifest, "has no valid weights source, archive sha256 or size", "stage the build again and rerun"
+                )
+            manifests[task] = data
+        return manifests
 
     def publish_staged(self, variant: str, staged: Path, *, version: int | None = None) -> list[VersionInfo]:
-        key = variant.lower()
-        manifests = {task: json.loads(manifest_path(staged, task).read_text()) for task in TASKS}
-        with self.lock():
-            self._sweep()
-            taken = {v.handle.version for v in self.versions(key)}
-            if version is None:
-                version = max(taken, default=0) + 1
-            elif version in taken:
-                raise VersionExistsError.taken(f"{self.namespace}/{key}", version)
-            created = datetime.now(timezone.utc).replace(microsecond=0).isoformat()
-            new_entries = []
-            for task in TASKS:
-                handle = Handle(self.namespace, key, task, version)
-                folder, archive, manifest = self.paths(handle)
-                folder.parent.mkdir(parents=True, exist_ok=True)
-                for source, target in (
-                    (staged / task, folder),
-                    (archive_path(staged, task), archive),
-                    (manifest_path(staged, task), manifest),
-                ):
-                    os.rename(source, target)
-                    _commit_pause()
-                new_entries.append(
-                    {
-                        "handle": str(handle),
-                        "namespace": self.namespace,
-                        "variant": key,
-                        "task": task,
-                        "version": version,
-                        "created": created,
-                        "weights_source": manifests[task]["weights"]["source"],
-                        "sha256": manifests[task]["archive"]["sha256"],
-                        "archive_size": manifests[task]["archive"]["size"],
-                        "manifest_sha256": sha256_file(manifest),
-                    }
-                )
-            self._write_index(self.read_index() + new_entries)
+        """Publish a staged release as the next version (or ``version``, if free), whole or not at all."""
+        key = validate_name(variant.lower() if isinstance(variant, str) else variant, "model name")
+        _check_version(version)
+        self.task_dir(key, TASKS[0])  # the namespace too
+        staged = Path(staged)
+        manifests = self._read_staged(staged)
+        self._ensure_root()
+        area = self._own_area(staged)
+        own = area is None
+        if own:
+            area = self.staging_dir()
+        moved: list[tuple[Path, Path]] = []
+        try:
+            source = staged
+            if not staged.resolve().is_relative_to(self.root.resolve()):
+                # Another filesystem, maybe: bring the files next to their targets, so the commit is renames.
+                source = area / "release"
+                source.mkdir()
+                for task in TASKS:
+                    for path in (staged / task, archive_path(staged, task), manifest_path(staged, task)):
+                        shutil.move(path, source / path.name)
+                        moved.append((source / path.name, path))
+            with self.lock():
+                new_entries = self._commit(key, source, manifests, version, area)
+            moved = []
+        except RegistryError:
+            raise  # (some are OSErrors too: VersionExistsError, HubLockedError)
+        except OSError as exc:
+            raise self._commit_error(exc) from None
+        finally:
+            for here, back in reversed(moved):  # a refused publish leaves the caller's files as they were
+                with contextlib.suppress(OSError):
+                    shutil.move(here, back)
+            if own:
+                self._release_staging(area)
         shutil.rmtree(staged, ignore_errors=True)
+        self._reap_staging_locks()
         return [self._info(e) for e in new_entries]
+
+    def _commit(
+        self, key: str, source: Path, manifests: dict[str, dict], version: int | None, area: Path
+    ) -> list[dict]:
+        """Under the hub lock: pick the version, journal the renames, rename, write the index."""
+        entries = self._prepare()
+        taken = self.taken_versions(key)
+        if version is None:
+            version = max((n for n in taken if n <= MAX_VERSION), default=0) + 1
+            if version > MAX_VERSION:
+                raise HubError(
+                    f"{self.namespace}/{key} has used every version up to {MAX_VERSION}; publish under another name"
+                )
+        elif version in taken:
+            raise VersionExistsError.taken(f"{self.namespace}/{key}", version)
+        created = _now()
+        moves: list[tuple[Path, Path]] = []
+        new_entries = []
+        for task in TASKS:
+            handle = Handle.parse(f"{self.namespace}/{key}/{task}/{version}")
+            folder, archive, manifest = self.paths(handle)
+            moves += [
+                (source / task, folder),
+                (archive_path(source, task), archive),
+                (manifest_path(source, task), manifest),
+            ]
+            new_entries.append(
+                {
+                    "handle": str(handle),
+                    "namespace": self.namespace,
+                    "variant": key,
+                    "task": task,
+                    "version": version,
+                    "created": created,
+                    "weights_source": manifests[task]["weights"]["source"],
+                    "sha256": manifests[task]["archive"]["sha256"],
+                    "archive_size": manifests[task]["archive"]["size"],
+                    "manifest_sha256": sha256_file(manifest_path(source, task)),
+                }
+            )
+        all_entries = (entries or []) + new_entries
+        for item in all_entries:  # nothing is renamed for an entry that could not be written
+            if entry_problem(item):
+                raise HubStateError(
+                    self.index_file, f"refusing to write an entry that {entry_problem(item)}", self._fix()
+                )
+        try:
+            if entries is None:
+                # The first commit: an index exists before any version folder does, so that a
+                # commit cut short can always be told from a published version.
+                self._write_index([])
+            journal = {
+                "format": 1,
+                "pid": os.getpid(),
+                "handles": [e["handle"] for e in new_entries],
+                "moves": [
+                    {"target": dst.relative_to(self.root).as_posix(), "ino": st.st_ino, "dev": st.st_dev}
+                    for src, dst in moves
+                    for st in [os.lstat(src)]
+                ],
+            }
+            _write_atomically(area / JOURNAL, json.dumps(journal, indent=2) + "\n")
+        except OSError as exc:
+            raise self._commit_error(exc) from None
+        renamed: list[tuple[Path, Path]] = []
+        try:
+            for src, dst in moves:
+                if os.path.lexists(dst):
+                    raise HubStateError(dst, "already exists though no index entry lists it", self._fix())
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                os.rename(src, dst)
+                renamed.append((src, dst))
+                _commit_pause()
+            self._write_index(all_entries)
+        except BaseException as exc:
+            if self._index_lists(new_entries[0]["handle"]):
+                # Interrupted after the index was replaced (Ctrl-C at that instant): it is published.
+                with contextlib.suppress(OSError):
+                    (area / JOURNAL).unlink()
+                raise
+            if self._undo(renamed):
+                with contextlib.suppress(OSError):
+                    (area / JOURNAL).unlink()
+            if isinstance(exc, OSError) and not isinstance(exc, RegistryError):
+                raise self._commit_error(exc) from None
+            raise
+        with contextlib.suppress(OSError):
+            (area / JOURNAL).unlink()
+        return new_entries
+
+    def _index_lists(self, handle: str) -> bool:
+        try:
+            return any(e["handle"] == handle for e in self._load_index(strict=False) or [])
+        except HubStateError:
+            return False
+
+    @staticmethod
+    def _undo(renamed: list[tuple[Path, Path]]) -> bool:
+        """Move back what a failed commit renamed into place; True if all of it went back."""
+        ok = True
+        for src, dst in reversed(renamed):
+            try:
+                os.rename(dst, src)
+            except OSError:
+                ok = False  # the journal stays: the next publish's sweep rolls it back
+        return ok
+
+    def _commit_error(self, exc: OSError) -> HubError:
+        where = f"{exc.filename}: " if exc.filename else ""
+        return HubError(
+            f"could not publish to {self.root}: {where}{_os_reason(exc)}; nothing was published; {_os_fix(exc)}"
+        )
+
+    # ----- repair ------------------------------------------------------------------------
+    def repair(self, *, dry_run: bool = False) -> RepairReport:
+        """Rebuild ``index.json`` from the manifests on disk, under the hub lock.
+
+        Valid entries are kept as they are (they are the record that ``verify`` compares the
+        manifests against); complete versions on disk that the index does not list are added from
+        their manifests; invalid entries are dropped; the previous index is saved beside it as
+        ``index.json.<time>.bak``. Nothing on disk but the index (and dead staging folders) is
+        touched: incomplete version files are reported and left, their numbers stay taken.
+        """
+        if not self.root.exists():
+            raise HubStateError(self.root, "does not exist", "pass --hub PATH to the hub folder to repair")
+        if not self.root.is_dir():
+            raise self._root_not_a_folder()
+        with self.lock():
+            try:
+                entries = self._load_index(strict=False)
+                state = "ok" if entries is not None else "missing"
+                dropped = list(self.index_warnings)
+            except HubStateError as exc:
+                entries, state, dropped = None, f"unreadable: {exc.problem}", []
+            listed = {e["handle"] for e in entries} if entries is not None else None
+            swept = self._sweep(listed, dry_run=dry_run)
+            report = RepairReport(str(self.root), dry_run, state, dropped=dropped, swept=swept)
+            kept = entries or []
+            report.kept = [e["handle"] for e in kept]
+            for e in kept:
+                folder, archive, manifest = self.paths(Handle.parse(e["handle"]))
+                if not (folder.is_dir() and archive.is_file() and manifest.is_file()):
+                    report.missing.append(e["handle"])
+            have = {(e["namespace"], e["variant"], e["task"], e["version"]) for e in kept}
+            added = []
+            # (a dry run leaves in place what the real run rolls back: not counted as on disk)
+            gone = {_disk_key(target) for target in self._rolled_back}
+            for key in sorted(self._scan_disk()):
+                if key in have or key in gone:
+                    continue
+                result = self._disk_entry(key)
+                if isinstance(result, dict):
+                    added.append(result)
+                else:
+                    report.incomplete.append(result)
+            report.added = [e["handle"] for e in added]
+            if report.changed and not dry_run and (kept or added or os.path.lexists(self.index_file)):
+                report.backup = self._back_up_index()
+                self._write_index(kept + added)
+                report.written = True
+                if listed is None:  # now the index can tell what the commits cut short had completed
+                    report.swept += self._sweep({e["handle"] for e in kept + added})
+        return report
+
+    def _back_up_index(self) -> str | None:
+        if not os.path.lexists(self.index_file):
+            return None
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        backup = self.index_file.with_name(f"index.json.{stamp}-{uuid.uuid4().hex[:6]}.bak")
+        try:
+            if self.index_file.is_dir():
+                os.rename(self.index_file, backup)
+            else:
+                shutil.copy2(self.index_file, backup)
+        except OSError as exc:
+            raise HubError(f"cannot save the old index as {backup} ({_os_reason(exc)}); {_os_fix(exc)}") from None
+        return backup.name

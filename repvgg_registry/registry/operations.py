@@ -1,15 +1,25 @@
-"""publish / verify on any hub: the same steps whether the hub is a folder or the Hugging Face Hub."""
+"""publish / verify on any hub: the same steps whether the hub is a folder or the Hugging Face Hub.
+
+:class:`~repvgg_registry.registry.hub.Hub` exposes these as its verbs (``hub.publish``,
+``hub.publish_many``, ``hub.verify``); they live here so that ``hub.py`` stays free of TensorFlow.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import shutil
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+from ..errors import NotPublishedError, RegistryError, first_line
 from ..hashing import sha256_file
 from ..publish.build import Reporter, build_artifacts
-from ..publish.release import stage_release
-from ..publish.verify import verify_artifact
-from .hub import Handle, Hub, NotPublishedError, VerifyReport, VersionExistsError, VersionInfo
+from ..publish.release import release_files, stage_release
+from ..publish.tasks import TASKS
+from ..publish.verify import verify_artifact, verify_savedmodel
+from .hub import Handle, Hub, PublishOutcome, VerifyReport, VersionInfo
 
 
 def publish_variant(
@@ -26,9 +36,7 @@ def publish_variant(
 
     spec = get_variant(variant)
     reporter = reporter or Reporter()
-    hub.check_can_publish()
-    if version is not None and version in {v.handle.version for v in hub.versions(spec.hub_name)}:
-        raise VersionExistsError.taken(f"{hub.namespace}/{spec.hub_name}", version)
+    hub.preflight(spec.hub_name, version=version)
     staging = hub.staging_dir()
     try:
         build_dir = staging / "release"
@@ -41,22 +49,77 @@ def publish_variant(
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _release_files(path: Path) -> tuple[Path, Path, Path]:
-    """(folder, archive, manifest) for a published folder ``.../<task>/<N>`` or a release ``.../<task>``."""
-    path = path.resolve()
-    return path, path.with_name(f"{path.name}.tar.gz"), path.with_name(f"{path.name}.manifest.json")
+def publish_many(
+    hub: Hub,
+    variants: list[str],
+    *,
+    weights: str = "timm",
+    version: int | None = None,
+    seed: int = 0,
+    reporter_for: Callable[[str], Any] | None = None,
+    on_error: Callable[[PublishOutcome], None] | None = None,
+) -> list[PublishOutcome]:
+    """One :class:`PublishOutcome` per variant, in order; a failure is recorded and the rest go on."""
+    outcomes = []
+    for name in variants:
+        start = time.perf_counter()
+        reporter_cm = reporter_for(name) if reporter_for else contextlib.nullcontext(Reporter())
+        try:
+            with reporter_cm as reporter:
+                published = publish_variant(hub, name, weights=weights, version=version, seed=seed, reporter=reporter)
+        except (RegistryError, OSError) as exc:
+            outcome = PublishOutcome(name, error=str(exc) if isinstance(exc, RegistryError) else first_line(exc))
+            if on_error:
+                on_error(outcome)
+        else:
+            outcome = PublishOutcome(
+                name,
+                version=published[0].handle.version,
+                handles=tuple(str(v.handle) for v in published),
+                seconds=time.perf_counter() - start,
+            )
+        outcomes.append(outcome)
+    return outcomes
+
+
+def _is_build_folder(path: Path) -> bool:
+    return path.is_dir() and any((path / task / "saved_model.pb").is_file() for task in TASKS)
+
+
+def _verify_build_folder(target: str, path: Path) -> VerifyReport:
+    """A ``build --out`` folder has no manifests (they are made at publish): load and run each
+    SavedModel and check it against its metadata.json."""
+    problems: list[str] = []
+    signatures = {}
+    for task in TASKS:
+        folder = path / task
+        if folder.is_dir():
+            found, signature = verify_savedmodel(folder, task)
+            problems += [f"{task}/{p}" for p in found]
+            signatures[task] = signature
+    checked = sum(1 for _ in path.rglob("*") if _.is_file())
+    signature = signatures.get("classification") or next(iter(signatures.values()), {})
+    return VerifyReport(target, not problems, checked, problems, signature, kind="build folder")
 
 
 def verify(hub: Hub, target: str) -> VerifyReport:
     """Recompute every checksum of a published artifact (a handle, or a path to its folder), then
-    load it and check its signature and output shape."""
+    load it and check its signature and output shape. A build folder gets its SavedModels loaded
+    and run (it has no checksums to compare)."""
     recorded: dict[str, str] = {}
     try:
         handle = Handle.parse(target)
     except ValueError:
-        if not Path(target).exists():
-            raise NotPublishedError(f"{target} is neither a published handle nor an existing path") from None
-        folder, archive, manifest = _release_files(Path(target))
+        path = Path(target).expanduser()
+        if _is_build_folder(path):
+            return _verify_build_folder(target, path)
+        path = path.resolve()
+        folder, archive, manifest = release_files(path) if path.name else (path, path, path)
+        if not (path.name and folder.is_dir() and manifest.is_file()):
+            raise NotPublishedError(
+                f"{target} is not a handle (<namespace>/<model>/<task>/<N>), a published version folder "
+                f"(<task>/<N> with <N>.manifest.json beside it) or a build --out folder; verify checks those"
+            ) from None
     else:
         folder, archive, manifest = hub.artifact_files(handle)
         recorded = hub.recorded_checksums(handle)
@@ -67,5 +130,5 @@ def verify(hub: Hub, target: str) -> VerifyReport:
     ]
     found, signature = verify_artifact(folder, archive, manifest)
     problems += [p for p in found if p not in problems]
-    checked = len(list(folder.rglob("*"))) + 2 if folder.is_dir() else 0
+    checked = sum(1 for p in folder.rglob("*") if p.is_file() and not p.is_symlink()) + 2 if folder.is_dir() else 0
     return VerifyReport(target, not problems, checked, problems, signature)

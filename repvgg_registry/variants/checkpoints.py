@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ..messages import first_line
+from ..errors import WeightsError, first_line
 from .table import OFFICIAL_RELEASE_URL, VARIANTS, LayerPlan, VariantSpec
 
 TORCH_SUFFIXES = (".pth", ".pt", ".bin")
@@ -36,10 +36,7 @@ _OFFICIAL_TO_TIMM: tuple[tuple[str, str], ...] = (
 _OFFICIAL_STAGE = re.compile(r"^stage([1-4])\.(\d+)\.")
 _IGNORED_SUFFIX = "num_batches_tracked"
 _BN_PARAMS = ("weight", "bias", "running_mean", "running_var")
-
-
-class WeightsError(ValueError):
-    """A checkpoint that cannot be loaded, with a one-line message naming the problem and the fix."""
+_HEAD_KEYS = ("head.fc.weight", "head.fc.bias")
 
 
 @dataclass(frozen=True)
@@ -114,6 +111,20 @@ def _unwrap(obj, source: str) -> dict:
     return obj
 
 
+def _torch_refusal(path: Path, exc: Exception) -> WeightsError:
+    """One honest line for what ``torch.load(weights_only=True)`` refused. torch's own message for
+    a pickle with code in it starts with advice to retry with ``weights_only=False``, which is the
+    one thing not to do with a file from elsewhere."""
+    text = str(exc)
+    if "Weights only load failed" in text or "weights_only" in text:
+        return WeightsError(
+            f"refused {path}: it holds pickled Python objects besides tensors, which could run code when loaded; "
+            "repvgg-registry never loads those (weights_only=True): re-save model.state_dict() as .safetensors "
+            "from an environment you trust"
+        )
+    return WeightsError(f"cannot read checkpoint {path}: {first_line(exc)} (truncated or not a PyTorch file?)")
+
+
 def _read_torch(path: Path) -> dict:
     try:
         import torch
@@ -124,15 +135,54 @@ def _read_torch(path: Path) -> dict:
         ) from None
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for truncated / foreign files
-        reason = first_line(exc, 200)
-        raise WeightsError(f"cannot read checkpoint {path}: {reason} (truncated or not a PyTorch file?)") from None
+    except Exception as exc:  # torch raises many types for truncated / foreign / malicious files
+        raise _torch_refusal(path, exc) from None
     state = _unwrap(obj, str(path))
     tensors = {}
     for key, value in state.items():
-        if not hasattr(value, "detach"):
+        if not isinstance(key, str):
+            raise WeightsError(f"{path}: key {key!r} is a {type(key).__name__}, not a string; save model.state_dict()")
+        if not isinstance(value, torch.Tensor):
             continue
+        if value.layout != torch.strided:
+            raise WeightsError(
+                f"{path}: key '{key}' is a {value.layout} tensor; save dense tensors (tensor.to_dense())"
+            )
+        if value.is_complex():
+            raise WeightsError(f"{path}: key '{key}' has dtype {value.dtype}; RepVGG weights are real-valued")
         tensors[key] = value.detach().cpu().float().numpy() if value.is_floating_point() else value.numpy()
+    return tensors
+
+
+#: safetensors dtypes numpy cannot hold natively, upcast on reading: bf16 is common on the HF Hub.
+_UPCAST = {"BF16"}
+
+
+def _read_bf16_safetensors(path: Path) -> dict:
+    """Read a safetensors file holding bf16 tensors (numpy has no bfloat16): the header is JSON,
+    each bf16 value is the top half of a float32."""
+    import json
+    import struct
+
+    numpy_dtypes = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "I64": np.int64, "I32": np.int32}
+    data = path.read_bytes()
+    (length,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8 : 8 + length])
+    body = memoryview(data)[8 + length :]
+    tensors = {}
+    for key, info in header.items():
+        if key == "__metadata__":
+            continue
+        start, end = info["data_offsets"]
+        raw = body[start:end]
+        if info["dtype"] == "BF16":
+            halves = np.frombuffer(raw, dtype="<u2").astype(np.uint32) << 16
+            array = halves.view(np.float32)
+        elif info["dtype"] in numpy_dtypes:
+            array = np.frombuffer(raw, dtype=numpy_dtypes[info["dtype"]])
+        else:
+            raise WeightsError(f"{path}: key '{key}' has dtype {info['dtype']}; RepVGG weights are real floating point")
+        tensors[key] = array.reshape(info["shape"]).copy()
     return tensors
 
 
@@ -142,8 +192,24 @@ def _read_safetensors(path: Path) -> dict:
     try:
         return load_file(str(path))
     except Exception as exc:
-        reason = first_line(exc, 200)
-        raise WeightsError(f"cannot read checkpoint {path}: {reason} (truncated or not a safetensors file?)") from None
+        error = exc
+    try:
+        upcast = bool(_UPCAST & _header_dtypes(path))
+    except Exception:  # not even a header: truncated or foreign
+        upcast = False
+    if upcast:
+        return _read_bf16_safetensors(path)
+    raise WeightsError(f"cannot read checkpoint {path}: {first_line(error)} (truncated or not a safetensors file?)")
+
+
+def _header_dtypes(path: Path) -> set[str]:
+    import json
+    import struct
+
+    with open(path, "rb") as handle:
+        (length,) = struct.unpack("<Q", handle.read(8))
+        header = json.loads(handle.read(length))
+    return {info["dtype"] for key, info in header.items() if key != "__metadata__"}
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
@@ -179,7 +245,12 @@ def classify(state: dict[str, np.ndarray], source: str) -> Checkpoint:
     original: dict[str, str] = {}
     for key in keys:
         name = official_to_timm_key(key) if scheme == "official" else key
-        tensors[name] = np.asarray(state[key])
+        tensor = np.asarray(state[key])
+        if tensor.dtype.kind != "f":  # complex would lose its imaginary part, ints and bools mean a wrong file
+            raise WeightsError(
+                f"{source}: key '{key}' has dtype {tensor.dtype}; RepVGG weights are real floating-point tensors"
+            )
+        tensors[name] = tensor
         original[name] = key
     form = "deploy" if any(".reparam_conv." in k for k in tensors) else "train"
     return Checkpoint(tensors, scheme, form, source, original)
@@ -194,7 +265,8 @@ def mismatch(ckpt: Checkpoint, expected: dict[str, tuple[int, ...]]) -> str | No
         if found != shape:
             return f"key '{ckpt.display_key(key)}' has shape {list(found)}, expected {list(shape)}"
     for key in ckpt.tensors:
-        if key not in expected and not key.startswith("head."):
+        # a missing head is fine when none is expected (feature extractors); any other key is not
+        if key not in expected and key not in _HEAD_KEYS:
             shape = list(ckpt.tensors[key].shape)
             return f"unexpected key '{ckpt.display_key(key)}' (shape {shape})"
     return None
@@ -237,26 +309,112 @@ def timm_repo_id(spec: VariantSpec) -> str:
 
 def download_timm(spec: VariantSpec) -> Path:
     """``model.safetensors`` of the variant's timm model via huggingface_hub (honours
-    ``HF_ENDPOINT``, ``HF_HUB_OFFLINE`` and its cache)."""
+    ``HF_ENDPOINT``, ``HF_HUB_OFFLINE`` and its cache). A cached file is used without asking the
+    hub; otherwise the download fails fast, quietly and in one line (registry.huggingface.hf_call):
+    no retry when the host does not resolve or refuses the connection, backoff for 5xx, 429 and
+    timeouts, bounded by ``REPVGG_REGISTRY_HF_TIMEOUT`` / ``REPVGG_REGISTRY_HF_DEADLINE``."""
     repo_id = timm_repo_id(spec)
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError
+    from huggingface_hub import constants, hf_hub_download
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+    )
 
+    from ..errors import RegistryError
+    from ..hf_client import hf_call, hf_endpoint, is_offline, quiet_hf
+
+    what = f"{repo_id} (model.safetensors)"
+    fix = "pass --weights PATH to a local checkpoint or --weights random"
+    endpoint = hf_endpoint()
+    with quiet_hf():
+        try:
+            return Path(hf_hub_download(repo_id, "model.safetensors", endpoint=endpoint, local_files_only=True))
+        except Exception:  # not in the cache (or the cache unreadable): the download below tells
+            pass
+    if is_offline():
+        raise WeightsError(
+            f"could not download {what}: HF_HUB_OFFLINE is set and the file is not in the local cache "
+            f"({constants.HF_HUB_CACHE}); unset HF_HUB_OFFLINE, or {fix}"
+        )
     try:
-        return Path(hf_hub_download(repo_id, "model.safetensors"))
-    except LocalEntryNotFoundError:
-        reason = "the hub is unreachable or HF_HUB_OFFLINE is set, and the file is not in the local cache"
+        return Path(
+            hf_call(
+                f"the download of {what}",
+                lambda: hf_hub_download(repo_id, "model.safetensors", endpoint=endpoint),
+                endpoint=endpoint,
+                fix=f"check the network or HF_ENDPOINT, or {fix}",
+                error=WeightsError,
+            )
+        )
+    except RegistryError:
+        raise
+    except LocalEntryNotFoundError as exc:  # the hub answered, but not as a Hugging Face Hub does
+        reason = first_line(exc.__cause__ or exc)
     except (RepositoryNotFoundError, EntryNotFoundError):
         reason = "the hub has no such repository or file"
+    except HfHubHTTPError as exc:
+        reason = f"the hub answered {getattr(exc.response, 'status_code', '?')} ({first_line(exc)})"
     except Exception as exc:
         reason = first_line(exc)
-    raise WeightsError(
-        f"could not download {repo_id} (model.safetensors): {reason}; "
-        "pass --weights PATH to a local checkpoint or --weights random"
-    )
+    raise WeightsError(f"could not download {what} from {endpoint}: {reason}; {fix}")
 
 
 def resolve(source: str | os.PathLike, spec: VariantSpec) -> Checkpoint:
     """Turn a weights source (``timm`` or a path) into a classified checkpoint."""
     path = download_timm(spec) if str(source) == "timm" else Path(source)
     return classify(read_state_dict(path), str(path))
+
+
+@dataclass(frozen=True)
+class CheckpointFacts:
+    """What ``inspect-weights`` reports about a file, without TensorFlow."""
+
+    path: str
+    sha256: str
+    scheme: str
+    form: str
+    variant: str | None
+    tensors: int
+    parameters: int
+    num_classes: int | None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def raise_if_unfit(self) -> None:
+        if self.variant is None:
+            raise WeightsError(
+                f"{self.path} is a RepVGG {self.form}-form checkpoint ({self.scheme} keys) that fits no known variant"
+            )
+
+
+def inspect_checkpoint(path: str | os.PathLike) -> CheckpointFacts:
+    """Scheme, form, the variant it fits, tensor and parameter counts, head size and sha256."""
+    from ..hashing import sha256_file
+
+    ckpt = classify(read_state_dict(path), str(path))
+    spec = identify_variant(ckpt)
+    head = ckpt.tensors.get("head.fc.weight")
+    return CheckpointFacts(
+        path=str(path),
+        sha256=sha256_file(path),
+        scheme=ckpt.scheme,
+        form=ckpt.form,
+        variant=spec.name if spec else None,
+        tensors=len(ckpt.tensors),
+        parameters=int(sum(t.size for k, t in ckpt.tensors.items() if "running_" not in k)),
+        num_classes=int(head.shape[0]) if head is not None else None,
+    )
+
+
+def fetch_weights(source: str | os.PathLike | None, spec: VariantSpec) -> None:
+    """What can fail about a weights source, asked before any TensorFlow work: the timm file is
+    downloaded (into huggingface_hub's cache, where the build finds it), a path must exist."""
+    if source is None or str(source) == "random":
+        return
+    if str(source) == "timm":
+        download_timm(spec)
+    elif not Path(source).expanduser().is_file():
+        raise WeightsError(f"checkpoint file not found: {source}; pass 'random', 'timm' or an existing path")

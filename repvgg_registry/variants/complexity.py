@@ -82,3 +82,39 @@ def summary(spec: VariantSpec) -> dict:
         "crop_pct": spec.crop_pct,
         "timm_name": spec.timm_name,
     }
+
+
+def stage_summary(spec: VariantSpec) -> list[dict]:
+    """One row per stage (the stem is stage 0): blocks, channels, grouping, identities, SE."""
+    layers = spec.layers()
+    stages = []
+    for stage in range(5):
+        members = [p for p in layers if p.stage == stage]
+        stages.append(
+            {
+                "stage": stage,
+                "name": "stem" if stage == 0 else f"stage{stage}",
+                "blocks": len(members),
+                "in_channels": members[0].in_channels,
+                "out_channels": members[0].out_channels,
+                "stride": 2,
+                "grouped_blocks": [p.block for p in members if p.groups > 1],
+                "groups": max(p.groups for p in members),
+                "identity_blocks": sum(p.has_identity for p in members),
+                "se_channels": members[0].se_channels,
+            }
+        )
+    return stages
+
+
+def details(spec: VariantSpec) -> dict:
+    """What ``show`` prints: :func:`summary` plus the stages and the cost at the default size."""
+    return {
+        **summary(spec),
+        "display_name": spec.display_name,
+        "num_features": spec.num_features,
+        "default_gmacs": round(count_macs(spec, spec.input_size) / 1e9, 4),
+        "grouped_layers": [p.index for p in spec.layers() if p.groups > 1],
+        "notes": spec.notes,
+        "stages": stage_summary(spec),
+    }

@@ -12,6 +12,8 @@ import difflib
 import re
 from dataclasses import dataclass, field
 
+from ..errors import UnknownVariantError
+
 #: Layers (global index, stem = 0) that the official code groups in the g2/g4 variants.
 #: They are the even-indexed layers 2..26: always stride-1 blocks with in == out.
 OFFICIAL_GROUPED_LAYERS: tuple[int, ...] = tuple(range(2, 27, 2))
@@ -21,16 +23,6 @@ OFFICIAL_RELEASE_URL = "https://github.com/DingXiaoH/RepVGG#imagenet-pretrained-
 
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
-
-
-class UnknownVariantError(ValueError):
-    """A variant name that is not in the table; carries the nearest known name."""
-
-    def __init__(self, name: str, suggestion: str | None) -> None:
-        self.name = name
-        self.suggestion = suggestion
-        hint = f"; did you mean '{suggestion}'?" if suggestion else "; run 'repvgg-registry list'"
-        super().__init__(f"unknown variant '{name}'{hint}")
 
 
 @dataclass(frozen=True)
