@@ -541,7 +541,6 @@ def _fetch(weights: str, specs: list) -> None:
     _torch_before_tensorflow(weights)
 
 
-
 def _quiet_tensorflow() -> None:
     """Import TensorFlow with native stderr muted: TF 2.21 logs oneDNN and CUDA probes through
     absl before any log level applies, which would bury our one-line errors."""

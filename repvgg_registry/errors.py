@@ -84,6 +84,15 @@ class InvalidHandleError(InvalidNameError):
         self.text = text
 
 
+class NotARepVGGError(RegistryError, ValueError):
+    """A Keras model that is not a RepVGG graph of our naming scheme; names the first layer that
+    does not fit (``layer`` is None when the model as a whole does not, e.g. no input)."""
+
+    def __init__(self, message: str, *, layer: str | None = None) -> None:
+        self.layer = layer
+        super().__init__(message)
+
+
 # ----- weights and builds -------------------------------------------------------------------
 class WeightsError(RegistryError, ValueError):
     """A checkpoint that cannot be loaded, naming the first offending key (and both shapes)."""
@@ -165,6 +174,7 @@ __all__ = [
     "InvalidHandleError",
     "InvalidNameError",
     "MissingTokenError",
+    "NotARepVGGError",
     "NotPublishedError",
     "RegistryError",
     "UnknownVariantError",

@@ -356,3 +356,31 @@ def test_serve_command_binds_loopback_and_logs_each_request(hub_root):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_a_recreated_hubs_v1_has_another_etag_than_the_old_v1(hub_root, tmp_path):
+    """tensorflow_hub caches a URL forever; what the README says about it must hold: the same
+    build inputs republished as v1 in a new hub give another archive sha256 (the served ETag)."""
+    fresh = LocalHub(tmp_path / "fresh")
+    published = publish_variant(fresh, "A0", weights="random", seed=0)
+    old = {v.handle.task: v.sha256 for v in LocalHub(hub_root).versions("a0") if v.handle.version == 1}
+    assert published[0].handle.version == 1
+    assert all(v.sha256 != old[v.handle.task] for v in published)
+
+
+def test_versions_table_never_cuts_a_handle_at_80_columns(hub_root):
+    from rich.console import Console
+
+    import repvgg_registry.cli as cli
+
+    saved = cli.console
+    cli.console = Console(width=80, record=True, force_terminal=False)
+    try:
+        result = runner.invoke(app, ["versions", "A0", "--hub", str(hub_root)])
+        text = cli.console.export_text()
+    finally:
+        cli.console = saved
+    assert result.exit_code == 0, result.output
+    assert max(len(line) for line in text.splitlines()) <= 80 and "…" not in text
+    for handle in ("repvgg/a0/feature_vector/1", "repvgg/a0/classification/2"):
+        assert handle in text

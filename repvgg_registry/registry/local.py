@@ -64,7 +64,7 @@ from ..errors import (
     one_line,
 )
 from ..hashing import sha256_file
-from ..publish.release import ARCHIVE_SUFFIX, MANIFEST_SUFFIX, archive_path, manifest_path
+from ..publish.release import ARCHIVE_SUFFIX, MANIFEST_SUFFIX, archive_path, manifest_path, release_files
 from ..publish.tasks import TASKS
 from .hub import (
     DEFAULT_NAMESPACE,
@@ -351,7 +351,7 @@ class LocalHub(Hub):
         if type(n) is not int or not 1 <= n <= MAX_VERSION:
             raise InvalidHandleError(str(handle), f"the version is an integer from 1 to {MAX_VERSION}")
         base = self.task_dir(handle.variant, handle.task, handle.namespace)
-        return base / str(n), base / f"{n}{ARCHIVE_SUFFIX}", base / f"{n}{MANIFEST_SUFFIX}"
+        return release_files(base / str(n))
 
     def _fix(self) -> str:
         return _FIX_FROM_DISK.format(root=self.root)
