@@ -527,7 +527,9 @@ def serve(
         with contextlib.suppress(KeyboardInterrupt):
             run_server(target.root, host, port, workers=workers)
     except OSError as exc:
-        raise UsageError("--port", port, f"cannot bind {host}:{port} ({exc.strerror or exc}); pick another --port")
+        raise UsageError(
+            "--port", port, f"cannot bind {host}:{port} ({exc.strerror or exc}); pick another --port"
+        ) from None
 
 
 # ----- TensorFlow and torch start-up --------------------------------------------------------

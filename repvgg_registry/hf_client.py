@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import errno
 import logging
-import math
 import os
 import socket
 import threading
@@ -26,7 +25,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TypeVar
 
-from .errors import HubUnreachableError, UsageError, first_line
+from .errors import HubUnreachableError, first_line
+from .settings import seconds_from_env
 
 T = TypeVar("T")
 
@@ -52,26 +52,12 @@ class NetworkSettings:
     deadline_s: float = DEFAULT_DEADLINE_S
 
 
-def _seconds(env: str, given: float | None, default: float) -> float:
-    if given is None:
-        text = os.environ.get(env, "").strip()
-        if not text:
-            return default
-        try:
-            given = float(text)
-        except ValueError:
-            raise UsageError(env, text, "use a number of seconds greater than 0") from None
-    if not (isinstance(given, (int, float)) and math.isfinite(given) and given > 0):
-        raise UsageError(env, given, "use a number of seconds greater than 0")
-    return float(given)
-
-
 def network_settings(timeout_s: float | None = None, deadline_s: float | None = None) -> NetworkSettings:
     """The given limits, else ``REPVGG_REGISTRY_HF_TIMEOUT`` / ``REPVGG_REGISTRY_HF_DEADLINE``, else
     the defaults (20 s and 40 s)."""
     return NetworkSettings(
-        _seconds(TIMEOUT_ENV, timeout_s, DEFAULT_TIMEOUT_S),
-        _seconds(DEADLINE_ENV, deadline_s, DEFAULT_DEADLINE_S),
+        seconds_from_env(TIMEOUT_ENV, DEFAULT_TIMEOUT_S, given=timeout_s),
+        seconds_from_env(DEADLINE_ENV, DEFAULT_DEADLINE_S, given=deadline_s),
     )
 
 

@@ -27,3 +27,14 @@ import pytest  # noqa: E402
 def _seed():
     keras.utils.set_random_seed(0)
     np.random.seed(0)
+
+
+@pytest.fixture(scope="module")
+def standin():
+    """The Hugging Face Hub stand-in (tests/hf_standin.py) on 127.0.0.1: ``(state, base_url)``."""
+    from hf_standin import start_standin
+
+    server, state, url = start_standin()
+    yield state, url
+    server.shutdown()
+    server.server_close()

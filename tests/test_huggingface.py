@@ -20,7 +20,6 @@ import pytest
 import tensorflow_hub as hub
 import tf_keras
 import yaml
-from hf_standin import start_standin
 from huggingface_hub import constants as hf_constants
 
 from repvgg_registry.errors import InvalidNameError, MissingTokenError
@@ -30,14 +29,6 @@ from repvgg_registry.publish.tasks import TASKS
 from repvgg_registry.registry import HubUnreachableError, LocalHub, VersionExistsError, open_hub
 from repvgg_registry.registry.huggingface import HuggingFaceHub, repo_card
 from repvgg_registry.registry.operations import publish_variant, verify
-
-
-@pytest.fixture(scope="module")
-def standin():
-    server, state, url = start_standin()
-    yield state, url
-    server.shutdown()
-    server.server_close()
 
 
 @pytest.fixture(autouse=True)

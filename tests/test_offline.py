@@ -19,7 +19,7 @@ from pathlib import Path
 
 import huggingface_hub
 import pytest
-from hf_standin import closed_port, start_silent_server, start_standin
+from hf_standin import closed_port, start_silent_server
 from huggingface_hub import constants as hf_constants
 from huggingface_hub.utils import _http as hf_http
 from huggingface_hub.utils import logging as hf_logging
@@ -41,14 +41,6 @@ def _private_hf_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("TFHUB_CACHE_DIR", str(tmp_path / "tfhub-cache"))
     for name in ("REPVGG_REGISTRY_HF_TIMEOUT", "REPVGG_REGISTRY_HF_DEADLINE"):
         monkeypatch.delenv(name, raising=False)
-
-
-@pytest.fixture(scope="module")
-def standin():
-    server, state, url = start_standin()
-    yield state, url
-    server.shutdown()
-    server.server_close()
 
 
 @pytest.fixture

@@ -2,17 +2,8 @@
 
 from __future__ import annotations
 
-from .hub import (
-    DEFAULT_NAMESPACE,
-    Handle,
-    Hub,
-    HubError,
-    HubUnreachableError,
-    MissingTokenError,
-    NotPublishedError,
-    VersionExistsError,
-    VersionInfo,
-)
+from ..errors import HubError, HubUnreachableError, MissingTokenError, NotPublishedError, VersionExistsError
+from .hub import DEFAULT_NAMESPACE, Handle, Hub, VersionInfo
 from .local import LocalHub, default_hub_path
 
 

@@ -6,7 +6,9 @@ Handles follow tfhub.dev: ``<namespace>/<variant>/<task>/<integer version>``, e.
 
 from __future__ import annotations
 
+import contextlib
 import re
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -14,30 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import (
-    HubError,
-    HubUnreachableError,
     InvalidHandleError,
     InvalidNameError,
-    MissingTokenError,
-    NotPublishedError,
+    RegistryError,
     UsageError,
     VersionExistsError,
+    first_line,
 )
 from ..publish.tasks import TASKS
-
-__all__ = [
-    "DEFAULT_NAMESPACE",
-    "Handle",
-    "Hub",
-    "HubError",
-    "HubUnreachableError",
-    "MissingTokenError",
-    "NotPublishedError",
-    "PublishOutcome",
-    "VerifyReport",
-    "VersionExistsError",
-    "VersionInfo",
-]
 
 DEFAULT_NAMESPACE = "repvgg"
 
@@ -242,13 +228,28 @@ class Hub(ABC):
         reporter_for: Callable[[str], Any] | None = None,
         on_error: Callable[[PublishOutcome], None] | None = None,
     ) -> list[PublishOutcome]:
-        """Publish each variant in turn; one failure does not stop the others. ``reporter_for(name)``
-        gives a progress reporter (a context manager) per variant."""
-        from .operations import publish_many
-
-        return publish_many(
-            self, variants, weights=weights, version=version, seed=seed, reporter_for=reporter_for, on_error=on_error
-        )
+        """Publish each variant in turn; one failure is recorded (and given to ``on_error``) and the
+        others go on. ``reporter_for(name)`` gives a progress reporter (a context manager) per variant."""
+        outcomes = []
+        for name in variants:
+            start = time.perf_counter()
+            reporter = reporter_for(name) if reporter_for else contextlib.nullcontext(None)
+            try:
+                with reporter as phases:
+                    published = self.publish(name, weights=weights, version=version, seed=seed, reporter=phases)
+            except (RegistryError, OSError) as exc:  # one line each: a full disk as much as a bad checkpoint
+                outcome = PublishOutcome(name, error=str(exc) if isinstance(exc, RegistryError) else first_line(exc))
+                if on_error:
+                    on_error(outcome)
+            else:
+                outcome = PublishOutcome(
+                    name,
+                    version=published[0].handle.version,
+                    handles=tuple(str(v.handle) for v in published),
+                    seconds=time.perf_counter() - start,
+                )
+            outcomes.append(outcome)
+        return outcomes
 
     def verify(self, target: str) -> VerifyReport:
         """Recompute every checksum of a published version (a handle, its folder, or a build

@@ -28,7 +28,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from ..errors import InvalidNameError, first_line
+from ..errors import (
+    HubError,
+    HubUnreachableError,
+    InvalidNameError,
+    MissingTokenError,
+    NotPublishedError,
+    VersionExistsError,
+    first_line,
+)
 from ..hf_client import (
     NETWORK_FIX,
     _NoRetry,
@@ -41,16 +49,11 @@ from ..hf_client import (
 )
 from ..publish.card import RANDOM_WEIGHTS_BANNER, markdown_text, yaml_header
 from ..publish.release import archive_path, manifest_path
+from ..publish.tasks import TASKS
 from .hub import (
     DEFAULT_NAMESPACE,
-    TASKS,
     Handle,
     Hub,
-    HubError,
-    HubUnreachableError,
-    MissingTokenError,
-    NotPublishedError,
-    VersionExistsError,
     VersionInfo,
     validate_name,
     validate_version,

@@ -55,25 +55,26 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 
 from ..errors import (
+    HubError,
     HubLockedError,
     HubStateError,
     InvalidHandleError,
     InvalidNameError,
+    NotPublishedError,
     RegistryError,
     UsageError,
+    VersionExistsError,
     one_line,
 )
 from ..hashing import sha256_file
 from ..publish.release import ARCHIVE_SUFFIX, MANIFEST_SUFFIX, archive_path, manifest_path, release_files
 from ..publish.tasks import TASKS
+from ..settings import seconds_from_env
 from .hub import (
     DEFAULT_NAMESPACE,
     MAX_VERSION,
     Handle,
     Hub,
-    HubError,
-    NotPublishedError,
-    VersionExistsError,
     VersionInfo,
     is_valid_name,
     validate_name,
@@ -113,16 +114,7 @@ def default_hub_path() -> Path:
 
 def lock_timeout_from_env() -> float:
     """``$REPVGG_REGISTRY_LOCK_TIMEOUT`` in seconds (``inf`` waits forever), default 600."""
-    raw = os.environ.get(LOCK_TIMEOUT_ENV, "").strip()
-    if not raw:
-        return DEFAULT_LOCK_TIMEOUT
-    try:
-        value = float(raw)
-    except ValueError:
-        value = math.nan
-    if not value >= 0:  # also NaN
-        raise UsageError(LOCK_TIMEOUT_ENV, raw, "use a number of seconds >= 0, e.g. 600 (or inf to wait forever)")
-    return value
+    return seconds_from_env(LOCK_TIMEOUT_ENV, DEFAULT_LOCK_TIMEOUT, allow_inf=True)
 
 
 def _check_version(version: object) -> None:

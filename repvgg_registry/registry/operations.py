@@ -1,25 +1,21 @@
 """publish / verify on any hub: the same steps whether the hub is a folder or the Hugging Face Hub.
 
 :class:`~repvgg_registry.registry.hub.Hub` exposes these as its verbs (``hub.publish``,
-``hub.publish_many``, ``hub.verify``); they live here so that ``hub.py`` stays free of TensorFlow.
+``hub.verify``); they live here so that ``hub.py`` stays free of TensorFlow.
 """
 
 from __future__ import annotations
 
-import contextlib
 import shutil
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-from ..errors import NotPublishedError, RegistryError, first_line
+from ..errors import NotPublishedError
 from ..hashing import sha256_file
 from ..publish.build import Reporter, build_artifacts
 from ..publish.release import release_files, stage_release
 from ..publish.tasks import TASKS
 from ..publish.verify import verify_artifact, verify_savedmodel
-from .hub import Handle, Hub, PublishOutcome, VerifyReport, VersionInfo
+from .hub import Handle, Hub, VerifyReport, VersionInfo
 
 
 def publish_variant(
@@ -47,39 +43,6 @@ def publish_variant(
             return hub.publish_staged(spec.hub_name, build_dir, version=version)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-
-
-def publish_many(
-    hub: Hub,
-    variants: list[str],
-    *,
-    weights: str = "timm",
-    version: int | None = None,
-    seed: int = 0,
-    reporter_for: Callable[[str], Any] | None = None,
-    on_error: Callable[[PublishOutcome], None] | None = None,
-) -> list[PublishOutcome]:
-    """One :class:`PublishOutcome` per variant, in order; a failure is recorded and the rest go on."""
-    outcomes = []
-    for name in variants:
-        start = time.perf_counter()
-        reporter_cm = reporter_for(name) if reporter_for else contextlib.nullcontext(Reporter())
-        try:
-            with reporter_cm as reporter:
-                published = publish_variant(hub, name, weights=weights, version=version, seed=seed, reporter=reporter)
-        except (RegistryError, OSError) as exc:
-            outcome = PublishOutcome(name, error=str(exc) if isinstance(exc, RegistryError) else first_line(exc))
-            if on_error:
-                on_error(outcome)
-        else:
-            outcome = PublishOutcome(
-                name,
-                version=published[0].handle.version,
-                handles=tuple(str(v.handle) for v in published),
-                seconds=time.perf_counter() - start,
-            )
-        outcomes.append(outcome)
-    return outcomes
 
 
 def _is_build_folder(path: Path) -> bool:
