@@ -175,3 +175,20 @@ def test_verify_does_not_follow_symlink_loops(tmp_path):
     assert time.monotonic() - start < 30
     line = _one_error_line(result, code=1)
     assert "symlink" in line
+
+
+def test_model_card_of_a_hostile_file_name_stays_inert():
+    from repvgg_registry.publish.build import artifact_metadata
+    from repvgg_registry.publish.card import model_card
+    from repvgg_registry.variants import get_variant
+
+    hostile = "<img src=x onerror=alert(1)>|x\nline.safetensors"
+    weights = {"source": hostile, "file": hostile, "sha256": "ab" * 32, "scheme": "timm", "form": "train"}
+    card = model_card(artifact_metadata(get_variant("A0"), "classification", weights, 0.0, 1000))
+    assert "<img" not in card and "onerror=alert(1)>" not in card
+    row = next(line for line in card.splitlines() if line.startswith("| weights |"))
+    assert row.count("|") == 3 and "&lt;img" in row  # one cell, not split by the name's "|" or newline
+    assert "random weights" not in card
+    random_card = model_card(artifact_metadata(get_variant("A0"), "classification", {"source": "random"}, 0.0, 1000))
+    assert "random weights, for pipeline tests only; the reference accuracy does not apply" in random_card
+    assert "does not apply: random weights" in random_card

@@ -29,8 +29,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from ..variants.blocks import RepVGGDeployBlock
-from ..variants.builder import build_info
+from ..variants.blocks import HEAD, layer_name
+from ..variants.graph import describe_model
 from ..variants.table import IMAGENET_MEAN, IMAGENET_STD
 from .tasks import OUTPUT_KEYS, TASKS
 
@@ -56,8 +56,8 @@ class RepVGGHubModule(tf.Module):
     regularization_losses = None
 
     def __init__(self, deploy_model: keras.Model, task: str, *, assets: Sequence[Path] = ()) -> None:
-        super().__init__(name=f"repvgg_{build_info(deploy_model).spec.hub_name}_{task}")
-        info = build_info(deploy_model)
+        info = describe_model(deploy_model)
+        super().__init__(name=f"repvgg_{info.spec.hub_name}_{task}")
         if info.form != "deploy":
             raise ValueError("RepVGGHubModule wraps the fused (deploy) model; call fuse() first")
         if task not in TASKS:
@@ -72,18 +72,22 @@ class RepVGGHubModule(tf.Module):
             return len(params) - 1
 
         blocks = []
+
+        def weights(plan, part):
+            return deploy_model.get_layer(layer_name(plan.name, part)).get_weights()
+
         for plan in info.spec.layers():
-            layer = deploy_model.get_layer(plan.name)
-            assert isinstance(layer, RepVGGDeployBlock)
-            kernel, bias = layer.reparam_conv.get_weights()
+            kernel, bias = weights(plan, "reparam_conv")
             if plan.index == 0:  # the stem sees mean-subtracted input: fold 1/std into its kernel
                 kernel = kernel.astype(np.float64) / np.asarray(IMAGENET_STD, np.float64)[None, None, :, None]
             k = add(kernel, f"{plan.name}_kernel")
             b = add(bias, f"{plan.name}_bias")
             se = None
-            if layer.se is not None:
-                dk, db = layer.se.down.get_weights()
-                uk, ub = layer.se.up.get_weights()
+            if plan.se_channels:
+                # 1x1 Conv2D kernels [1, 1, in, out] -> matmul [in, out]
+                dk, db = weights(plan, "se_down")
+                uk, ub = weights(plan, "se_up")
+                dk, uk = dk[0, 0], uk[0, 0]
                 se = (
                     add(dk, f"{plan.name}_se_down_kernel"),
                     add(db, f"{plan.name}_se_down_bias"),
@@ -93,7 +97,7 @@ class RepVGGHubModule(tf.Module):
             blocks.append(_BlockOps(k, b, plan.stride, se))
         head = None
         if task == "classification":
-            hk, hb = deploy_model.get_layer("head").get_weights()
+            hk, hb = deploy_model.get_layer(HEAD).get_weights()
             head = (add(hk, "head_kernel"), add(hb, "head_bias"))
 
         self.variables = list(params)

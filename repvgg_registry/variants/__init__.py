@@ -1,7 +1,9 @@
 """RepVGG variants: the declarative table, Keras builders, fusion and weight import.
 
 The table is importable without TensorFlow; the Keras parts load on first use so that
-``repvgg-registry list`` stays fast.
+``repvgg-registry list`` stays fast. Inside, dependencies run one way: ``table`` -> ``folding``
+(float64 maths) -> ``blocks`` (the layers, declared) -> ``graph`` (build and recognise a model)
+-> ``fusion`` (fuse a model) and ``weights`` (load a checkpoint) -> ``builder`` -> ``equivalence``.
 """
 
 from __future__ import annotations
@@ -14,9 +16,14 @@ from .table import VARIANTS, LayerPlan, UnknownVariantError, VariantSpec, get_va
 
 _LAZY = {
     "build_model": ".builder",
-    "build_info": ".builder",
+    "build_graph": ".graph",
+    "describe_model": ".graph",
+    "is_repvgg_graph": ".graph",
+    "ModelDescription": ".graph",
+    "NotARepVGGError": ".graph",
     "fuse": ".fusion",
-    "randomize_batchnorm": ".fusion",
+    "reparameterize_model": ".fusion",
+    "randomize_batchnorm": ".equivalence",
     "check_fusion": ".equivalence",
     "FusionCheck": ".equivalence",
     "load_weights": ".weights",

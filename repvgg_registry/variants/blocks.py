@@ -1,178 +1,263 @@
-"""Keras 3 layers for the two forms of a RepVGG block.
+"""The layers of a RepVGG network, declared once: the builder wires them, recognition checks them.
 
-Train form (``RepVGGBlock``): ``ReLU(SE(BN(conv3x3(x)) + BN(conv1x1(x)) + BN(x)))``.
-Deploy form (``RepVGGDeployBlock``): ``ReLU(SE(conv3x3_with_bias(x)))``.
+Every layer is one of Keras' own (``ZeroPadding2D``, ``Conv2D``, ``BatchNormalization``,
+``MaxPooling2D``, ``Add``, ``GlobalAveragePooling2D``, ``Multiply``, ``ReLU``, ``Dense``): no custom
+class, no ``Lambda``, nothing registered with ``keras.saving``, so a ``.keras`` file of either form
+loads with plain ``keras.saving.load_model`` (default ``safe_mode``) where this package is not
+installed.
 
-Sub-layer names (``conv_kxk``, ``bn_kxk``, ``conv_1x1``, ``bn_1x1``, ``bn_identity``, ``se``,
-``reparam_conv``) are stable: fusion and weight import address weights through them.
+Layer names are ``<block>.<part>``, with ``<block>`` from :attr:`LayerPlan.name` (``stem``,
+``stage1_block0``, ...; Keras accepts ``.`` in layer names, not ``/``), so a weight's path is
+``<block>.<part>/<weight>``, e.g. ``stage1_block1.bn_identity/moving_variance``:
 
-Two traps are handled here rather than left to the caller (REFERENCE section 2):
-* stride-2 blocks pad 1 pixel on every side explicitly and run the 3x3 ``valid``, while the 1x1
-  branch runs ``valid`` on the unpadded input, so both branches sample the same pixels as PyTorch;
-  TF's ``same`` padding would pad only bottom/right and make the branches disagree.
-* BatchNorm uses PyTorch's eps (1e-5) and momentum (0.1, Keras ``momentum=0.9``).
+==================  ======================================  ========================================
+part                layer                                   when
+==================  ======================================  ========================================
+``pad``             ``ZeroPadding2D(1)``                    stride-2 blocks, before the 3x3 conv
+``conv_kxk``        ``Conv2D(c, 3, use_bias=False)``        train form
+``bn_kxk``          ``BatchNormalization``                  train form
+``subsample``       ``MaxPooling2D(pool_size=1, strides=2)`` train form, stride-2 blocks
+``conv_1x1``        ``Conv2D(c, 1, use_bias=False)``        train form
+``bn_1x1``          ``BatchNormalization``                  train form
+``bn_identity``     ``BatchNormalization``                  train form, stride 1 and in == out
+``add``             ``Add``                                 train form
+``reparam_conv``    ``Conv2D(c, 3, use_bias=True)``         deploy form
+``se_pool``         ``GlobalAveragePooling2D(keepdims)``    SE (D2se)
+``se_down``         ``Conv2D(c // 16, 1, "relu")``          SE
+``se_up``           ``Conv2D(c, 1, "sigmoid")``             SE
+``se_gate``         ``Multiply``                            SE
+``relu``            ``ReLU``                                every block: the block's output
+==================  ======================================  ========================================
+
+After the last block: ``pool`` (``GlobalAveragePooling2D``, the feature vector) and, with a head,
+``head`` (``Dense``, the logits). Every ``groups`` > 1 is on the convs of the grouped blocks.
+
+The numerics follow PyTorch (REFERENCE section 2):
+
+* stride-2 blocks pad 1 pixel on every side explicitly and run the 3x3 ``valid``; stride-1 blocks
+  run it ``same`` (1 on every side for a 3x3). TF's ``same`` at stride 2 would pad only
+  bottom/right and make the branches disagree.
+* the 1x1 branch runs on the unpadded input. At stride 2 it is ``MaxPooling2D(1, strides=2)`` (which
+  keeps pixel ``2i``, exactly what a stride-2 1x1 conv samples) then a stride-1 1x1 conv: the
+  same values, and it avoids the gradient of a stride-2 1x1 ``Conv2D``, which corrupts the heap
+  under oneDNN on the CPU (REFERENCE section 8).
+* BatchNorm uses PyTorch's eps 1e-5 and momentum 0.1 (Keras ``momentum=0.9``).
+* SE pools with a global mean (any input shape) and gates with two 1x1 convs, not ``Dense`` on a
+  4-D tensor (a rank-4 matmul corrupts the heap under oneDNN, tensorflow/tensorflow#117700).
+
+Random initialisation is variance-preserving (see :func:`branch_gammas`): He-normal conv kernels,
+BN gamma 1/sqrt(2) on the two conv branches and 0 on the identity branch (so the sum of the
+branches keeps unit variance in training mode, and the inference-mode scale stays put over any
+depth), SE blocks compensated for the gate's initial 0.5, and a small normal head (std 0.01), so a
+random network's features and logits stay O(1).
 """
 
 from __future__ import annotations
 
-import keras
-from keras import layers, ops
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from keras import initializers, layers
+
+from .table import LayerPlan, VariantSpec
 
 BN_EPSILON = 1e-5
 BN_MOMENTUM = 0.9
+#: Separator between a block's name and its part's name.
+SEP = "."
+POOL = "pool"
+HEAD = "head"
+#: Standard deviation of the random head's kernel.
+HEAD_INIT_STD = 0.01
 
-_PACKAGE = "repvgg_registry"
-
-
-def _batch_norm(name: str) -> layers.BatchNormalization:
-    return layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=name)
-
-
-def _conv(filters: int, kernel: int, stride: int, groups: int, *, use_bias: bool, name: str) -> layers.Conv2D:
-    # stride 1: "same" pads 1 on every side for an odd kernel, identical to PyTorch's padding=1.
-    # stride 2: the block pads explicitly and asks for "valid".
-    padding = "same" if stride == 1 else "valid"
-    return layers.Conv2D(
-        filters,
-        kernel,
-        strides=stride,
-        padding=padding,
-        groups=groups,
-        use_bias=use_bias,
-        name=name,
-    )
+TRAIN_PARTS = ("pad", "conv_kxk", "bn_kxk", "subsample", "conv_1x1", "bn_1x1", "bn_identity", "add")
+DEPLOY_PARTS = ("pad", "reparam_conv")
+SE_PARTS = ("se_pool", "se_down", "se_up", "se_gate")
+OUTPUT_PART = "relu"
 
 
-def _pad_for_stride(x, stride: int):
-    """Symmetric 1-pixel padding for the stride-2 3x3 convolution (PyTorch's ``padding=1``)."""
-    if stride == 1:
-        return x
-    return ops.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]])
+def layer_name(block: str, part: str) -> str:
+    """``layer_name("stage1_block0", "bn_kxk")`` -> ``"stage1_block0.bn_kxk"``."""
+    return f"{block}{SEP}{part}"
 
 
-@keras.saving.register_keras_serializable(package=_PACKAGE)
-class SqueezeExcite(layers.Layer):
-    """SE of RepVGG-D2se: global mean, 1x1 down + ReLU, 1x1 up + sigmoid, channel gate.
+@dataclass(frozen=True)
+class LayerDef:
+    """One layer of the graph: how to make it, what feeds it, and the shapes of its weights.
 
-    The official code pools with a window equal to the width, which breaks on non-square inputs;
-    a global mean is identical on square inputs and works on any shape.
+    ``inputs`` names the layers whose outputs feed it, in order; ``None`` is the model's input.
     """
 
-    def __init__(self, channels: int, reduced: int, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.channels = channels
-        self.reduced = reduced
-        self.down = layers.Dense(reduced, activation="relu", name="down")
-        self.up = layers.Dense(channels, activation="sigmoid", name="up")
-
-    def build(self, input_shape) -> None:
-        pooled = (input_shape[0], 1, 1, self.channels)
-        self.down.build(pooled)
-        self.up.build((input_shape[0], 1, 1, self.reduced))
-
-    def call(self, x):
-        gate = self.up(self.down(ops.mean(x, axis=(1, 2), keepdims=True)))
-        return x * gate
-
-    def get_config(self) -> dict:
-        return {**super().get_config(), "channels": self.channels, "reduced": self.reduced}
+    name: str
+    make: Callable[[], layers.Layer] = field(repr=False)
+    inputs: tuple[str | None, ...]
+    shapes: tuple[tuple[int, ...], ...] = ()
 
 
-class _BlockBase(layers.Layer):
-    """Shared config of both forms, so that ``get_config`` round-trips either."""
-
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        *,
-        stride: int = 1,
-        groups: int = 1,
-        se_channels: int = 0,
-        **kwargs,
-    ) -> None:
-        super().__init__(**kwargs)
-        self.in_channels = in_channels
-        self.out_channels = out_channels
-        self.stride = stride
-        self.groups = groups
-        self.se_channels = se_channels
-        self.se = SqueezeExcite(out_channels, se_channels, name="se") if se_channels else None
-
-    def _finish(self, x):
-        if self.se is not None:
-            x = self.se(x)
-        return ops.relu(x)
-
-    def _output_shape(self, input_shape) -> tuple:
-        def scale(size):
-            return None if size is None else (size + 2 - 3) // self.stride + 1
-
-        return (input_shape[0], scale(input_shape[1]), scale(input_shape[2]), self.out_channels)
-
-    def compute_output_shape(self, input_shape) -> tuple:
-        return self._output_shape(input_shape)
-
-    def get_config(self) -> dict:
-        return {
-            **super().get_config(),
-            "in_channels": self.in_channels,
-            "out_channels": self.out_channels,
-            "stride": self.stride,
-            "groups": self.groups,
-            "se_channels": self.se_channels,
-        }
-
-
-@keras.saving.register_keras_serializable(package=_PACKAGE)
-class RepVGGBlock(_BlockBase):
-    """Train-time multi-branch block."""
-
-    def __init__(self, in_channels: int, out_channels: int, **kwargs) -> None:
-        super().__init__(in_channels, out_channels, **kwargs)
-        s, g = self.stride, self.groups
-        self.conv_kxk = _conv(out_channels, 3, s, g, use_bias=False, name="conv_kxk")
-        self.bn_kxk = _batch_norm("bn_kxk")
-        self.conv_1x1 = layers.Conv2D(
-            out_channels, 1, strides=s, padding="valid", groups=g, use_bias=False, name="conv_1x1"
+def _bn(name: str, channels: int, inputs: str | None, gamma: float) -> LayerDef:
+    def make():
+        return layers.BatchNormalization(
+            epsilon=BN_EPSILON,
+            momentum=BN_MOMENTUM,
+            gamma_initializer=initializers.Constant(gamma),
+            name=name,
         )
-        self.bn_1x1 = _batch_norm("bn_1x1")
-        self.has_identity = in_channels == out_channels and s == 1
-        self.bn_identity = _batch_norm("bn_identity") if self.has_identity else None
 
-    def build(self, input_shape) -> None:
-        padded = input_shape if self.stride == 1 else (input_shape[0], None, None, input_shape[3])
-        self.conv_kxk.build(padded)
-        self.conv_1x1.build(input_shape)
-        out_shape = self._output_shape(input_shape)
-        self.bn_kxk.build(out_shape)
-        self.bn_1x1.build(out_shape)
-        if self.bn_identity is not None:
-            self.bn_identity.build(input_shape)
-        if self.se is not None:
-            self.se.build(out_shape)
-
-    def call(self, x, training=None):
-        y = self.bn_kxk(self.conv_kxk(_pad_for_stride(x, self.stride)), training=training)
-        y = y + self.bn_1x1(self.conv_1x1(x), training=training)
-        if self.bn_identity is not None:
-            y = y + self.bn_identity(x, training=training)
-        return self._finish(y)
+    return LayerDef(name, make, (inputs,), ((channels,),) * 4)
 
 
-@keras.saving.register_keras_serializable(package=_PACKAGE)
-class RepVGGDeployBlock(_BlockBase):
-    """Inference block after structural re-parameterization: one biased 3x3 conv."""
+def _conv(
+    name: str,
+    inputs: str | None,
+    cin: int,
+    cout: int,
+    kernel: int,
+    *,
+    strides: int = 1,
+    padding: str = "valid",
+    groups: int = 1,
+    use_bias: bool = False,
+    activation: str | None = None,
+    init_scale: float = 2.0,
+    init_std: float | None = None,
+) -> LayerDef:
+    """``init_scale``: variance scale of the (fan-in, truncated normal) kernel init, 2 = He-normal;
+    ``init_std``: a plain normal with that std instead."""
 
-    def __init__(self, in_channels: int, out_channels: int, **kwargs) -> None:
-        super().__init__(in_channels, out_channels, **kwargs)
-        self.reparam_conv = _conv(out_channels, 3, self.stride, self.groups, use_bias=True, name="reparam_conv")
+    def kernel_init():
+        if init_std is not None:
+            return initializers.RandomNormal(stddev=init_std)
+        if init_scale == 2.0:
+            return initializers.HeNormal()
+        return initializers.VarianceScaling(init_scale, mode="fan_in", distribution="truncated_normal")
 
-    def build(self, input_shape) -> None:
-        padded = input_shape if self.stride == 1 else (input_shape[0], None, None, input_shape[3])
-        self.reparam_conv.build(padded)
-        if self.se is not None:
-            self.se.build(self._output_shape(input_shape))
+    def make():
+        return layers.Conv2D(
+            cout,
+            kernel,
+            strides=strides,
+            padding=padding,
+            groups=groups,
+            use_bias=use_bias,
+            activation=activation,
+            kernel_initializer=kernel_init(),
+            name=name,
+        )
 
-    def call(self, x, training=None):
-        return self._finish(self.reparam_conv(_pad_for_stride(x, self.stride)))
+    shapes = ((kernel, kernel, cin // groups, cout),) + (((cout,),) if use_bias else ())
+    return LayerDef(name, make, (inputs,), shapes)
+
+
+def _simple(name: str, inputs: tuple[str | None, ...], make: Callable[[], layers.Layer]) -> LayerDef:
+    return LayerDef(name, make, inputs)
+
+
+#: Initial gamma of the identity branch's BN: zero ("zero-gamma" residual init, as timm's
+#: ``zero_init_last``); see :func:`branch_gammas`.
+IDENTITY_GAMMA = 0.0
+#: 1 / sigmoid(0): an SE gate starts at 0.5 (``se_up`` starts near zero), so its block's gains double.
+SE_GAIN = 2.0
+SE_UP_INIT_STD = 0.01
+
+
+def branch_gammas(plan: LayerPlan) -> tuple[float, float]:
+    """Initial BN gammas (each conv branch, the identity branch) of a random block.
+
+    In training mode each BN outputs unit variance, so the sum of the branches has variance
+    ``2 * conv**2 + identity**2`` = 1 (conv = 1/sqrt(2)). In inference mode with fresh statistics
+    a BN is ``gamma * x``: the He-normal conv branches then keep a ReLU network's scale (as the
+    deploy form does), while an identity branch passes its post-ReLU, positive input on and that
+    drift compounds block after block (at gamma 1/sqrt(3) the features of B3 grew 10x, of D2se
+    1e7x; at 0.1 still 7x for D2se), so it starts at zero and learns its gamma from there. In SE
+    blocks both double, for the gate's 0.5.
+    """
+    gain = SE_GAIN if plan.se_channels else 1.0
+    identity = IDENTITY_GAMMA if plan.has_identity else 0.0
+    return gain * math.sqrt((1 - identity**2) / 2), gain * identity
+
+
+def block_layers(plan: LayerPlan, form: str, block_input: str | None) -> list[LayerDef]:
+    """The layers of one block in ``form``, fed by the layer named ``block_input`` (None: the model input)."""
+    p, c, g, s = plan.name, plan.out_channels, plan.groups, plan.stride
+
+    def n(part):
+        return layer_name(p, part)
+
+    defs: list[LayerDef] = []
+    padded, padding = block_input, "same"
+    if s == 2:
+        defs.append(_simple(n("pad"), (block_input,), lambda: layers.ZeroPadding2D(1, name=n("pad"))))
+        padded, padding = n("pad"), "valid"
+
+    if form == "deploy":
+        # He-normal, times the SE gain for the gate's 0.5 (see branch_gammas)
+        gain = SE_GAIN if plan.se_channels else 1.0
+        conv = _conv(
+            n("reparam_conv"),
+            padded,
+            plan.in_channels,
+            c,
+            3,
+            strides=s,
+            padding=padding,
+            groups=g,
+            use_bias=True,
+            init_scale=2.0 * gain**2,
+        )
+        defs.append(conv)
+        last = conv.name
+    else:
+        gamma, identity_gamma = branch_gammas(plan)
+        kxk = _conv(n("conv_kxk"), padded, plan.in_channels, c, 3, strides=s, padding=padding, groups=g)
+        defs += [kxk, _bn(n("bn_kxk"), c, kxk.name, gamma)]
+        one_in = block_input
+        if s == 2:
+            defs.append(
+                _simple(
+                    n("subsample"),
+                    (block_input,),
+                    lambda: layers.MaxPooling2D(pool_size=1, strides=2, padding="valid", name=n("subsample")),
+                )
+            )
+            one_in = n("subsample")
+        one = _conv(n("conv_1x1"), one_in, plan.in_channels, c, 1, groups=g)
+        defs += [one, _bn(n("bn_1x1"), c, one.name, gamma)]
+        summed = [n("bn_kxk"), n("bn_1x1")]
+        if plan.has_identity:
+            defs.append(_bn(n("bn_identity"), c, block_input, identity_gamma))
+            summed.append(n("bn_identity"))
+        defs.append(_simple(n("add"), tuple(summed), lambda: layers.Add(name=n("add"))))
+        last = n("add")
+    if plan.se_channels:
+        r = plan.se_channels
+        defs += [
+            _simple(n("se_pool"), (last,), lambda: layers.GlobalAveragePooling2D(keepdims=True, name=n("se_pool"))),
+            _conv(n("se_down"), n("se_pool"), c, r, 1, use_bias=True, activation="relu"),
+            _conv(n("se_up"), n("se_down"), r, c, 1, use_bias=True, activation="sigmoid", init_std=SE_UP_INIT_STD),
+            _simple(n("se_gate"), (last, n("se_up")), lambda: layers.Multiply(name=n("se_gate"))),
+        ]
+        last = n("se_gate")
+    defs.append(_simple(n(OUTPUT_PART), (last,), lambda: layers.ReLU(name=n(OUTPUT_PART))))
+    return defs
+
+
+def model_layers(spec: VariantSpec, form: str, *, include_top: bool, num_classes: int) -> list[LayerDef]:
+    """Every layer of ``spec`` in ``form``, in the order the builder creates them."""
+    defs: list[LayerDef] = []
+    previous: str | None = None
+    for plan in spec.layers():
+        defs += block_layers(plan, form, previous)
+        previous = layer_name(plan.name, OUTPUT_PART)
+    defs.append(_simple(POOL, (previous,), lambda: layers.GlobalAveragePooling2D(name=POOL)))
+    if include_top:
+
+        def head():
+            return layers.Dense(
+                num_classes,
+                kernel_initializer=initializers.RandomNormal(stddev=HEAD_INIT_STD),
+                name=HEAD,
+            )
+
+        defs.append(LayerDef(HEAD, head, (POOL,), ((spec.num_features, num_classes), (num_classes,))))
+    return defs

@@ -156,6 +156,7 @@ def _read_torch(path: Path) -> dict:
 
 #: safetensors dtypes numpy cannot hold natively, upcast on reading: bf16 is common on the HF Hub.
 _UPCAST = {"BF16"}
+_UPCAST_NAMES = {"bfloat16"}
 
 
 def _read_bf16_safetensors(path: Path) -> dict:
@@ -190,9 +191,11 @@ def _read_safetensors(path: Path) -> dict:
     from safetensors.numpy import load_file
 
     try:
-        return load_file(str(path))
+        tensors = load_file(str(path))
     except Exception as exc:
         error = exc
+    else:  # with ml_dtypes loaded (TensorFlow brings it), bf16 arrives as a numpy bfloat16: upcast
+        return {k: v.astype(np.float32) if v.dtype.name in _UPCAST_NAMES else v for k, v in tensors.items()}
     try:
         upcast = bool(_UPCAST & _header_dtypes(path))
     except Exception:  # not even a header: truncated or foreign

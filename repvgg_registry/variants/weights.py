@@ -1,4 +1,4 @@
-"""Loading checkpoints into Keras RepVGG models.
+"""Loading checkpoints into RepVGG graphs (any model :func:`graph.describe_model` recognises).
 
 A train-form checkpoint loads into a train-form model branch by branch, or into a deploy-form
 model through the same float64 fusion that :func:`fuse` uses. A deploy-form checkpoint loads
@@ -15,12 +15,13 @@ import keras
 import numpy as np
 
 from ..hashing import sha256_file
-from .blocks import BN_EPSILON, RepVGGBlock, RepVGGDeployBlock, SqueezeExcite
-from .builder import build_info
+from .blocks import BN_EPSILON, HEAD, layer_name
 from .checkpoints import Checkpoint, WeightsError, block_prefix, resolve, validate
-from .fusion import BatchNormStats, fuse_branches
+from .folding import BatchNormStats, fuse_branches
+from .graph import ModelDescription, describe_model
+from .table import LayerPlan
 
-__all__ = ["LoadedWeights", "WeightsError", "load_weights"]
+__all__ = ["LoadedWeights", "WeightsError", "load_checkpoint", "load_weights"]
 
 
 @dataclass(frozen=True)
@@ -49,59 +50,59 @@ def _bn_stats(ckpt: Checkpoint, prefix: str, eps: float) -> BatchNormStats:
     return BatchNormStats(gamma, beta, mean, var, eps)
 
 
-def _load_se(se: SqueezeExcite, ckpt: Checkpoint, prefix: str) -> None:
-    t = ckpt.tensors
-    se.down.set_weights([t[f"{prefix}.attn.fc1.weight"][:, :, 0, 0].T, t[f"{prefix}.attn.fc1.bias"]])
-    se.up.set_weights([t[f"{prefix}.attn.fc2.weight"][:, :, 0, 0].T, t[f"{prefix}.attn.fc2.bias"]])
+def _block_assignments(ckpt: Checkpoint, plan: LayerPlan, form: str) -> dict[str, list[np.ndarray]]:
+    """Keras layer name -> weights for one block of a model in ``form``."""
+    t, prefix = ckpt.tensors, block_prefix(plan)
 
+    def n(part):
+        return layer_name(plan.name, part)
 
-def _load_train_block(block: RepVGGBlock, ckpt: Checkpoint, prefix: str) -> None:
-    t = ckpt.tensors
-    block.conv_kxk.set_weights([_hwio(t[f"{prefix}.conv_kxk.conv.weight"])])
-    block.bn_kxk.set_weights(_bn(ckpt, f"{prefix}.conv_kxk.bn"))
-    block.conv_1x1.set_weights([_hwio(t[f"{prefix}.conv_1x1.conv.weight"])])
-    block.bn_1x1.set_weights(_bn(ckpt, f"{prefix}.conv_1x1.bn"))
-    if block.bn_identity is not None:
-        block.bn_identity.set_weights(_bn(ckpt, f"{prefix}.identity"))
-
-
-def _load_deploy_block(block: RepVGGDeployBlock, ckpt: Checkpoint, prefix: str, eps: float) -> None:
-    t = ckpt.tensors
-    if ckpt.form == "deploy":
-        kernel, bias = _hwio(t[f"{prefix}.reparam_conv.weight"]), t[f"{prefix}.reparam_conv.bias"]
+    out: dict[str, list[np.ndarray]] = {}
+    if form == "train":
+        out[n("conv_kxk")] = [_hwio(t[f"{prefix}.conv_kxk.conv.weight"])]
+        out[n("bn_kxk")] = _bn(ckpt, f"{prefix}.conv_kxk.bn")
+        out[n("conv_1x1")] = [_hwio(t[f"{prefix}.conv_1x1.conv.weight"])]
+        out[n("bn_1x1")] = _bn(ckpt, f"{prefix}.conv_1x1.bn")
+        if plan.has_identity:
+            out[n("bn_identity")] = _bn(ckpt, f"{prefix}.identity")
     else:
-        identity = _bn_stats(ckpt, f"{prefix}.identity", eps) if f"{prefix}.identity.weight" in t else None
-        kernel, bias = fuse_branches(
-            _hwio(t[f"{prefix}.conv_kxk.conv.weight"]),
-            _bn_stats(ckpt, f"{prefix}.conv_kxk.bn", eps),
-            _hwio(t[f"{prefix}.conv_1x1.conv.weight"]),
-            _bn_stats(ckpt, f"{prefix}.conv_1x1.bn", eps),
-            identity,
-            block.groups,
-        )
-    block.reparam_conv.set_weights([np.asarray(kernel, np.float32), np.asarray(bias, np.float32)])
+        if ckpt.form == "deploy":
+            kernel, bias = _hwio(t[f"{prefix}.reparam_conv.weight"]), t[f"{prefix}.reparam_conv.bias"]
+        else:
+            identity = _bn_stats(ckpt, f"{prefix}.identity", BN_EPSILON) if plan.has_identity else None
+            kernel, bias = fuse_branches(
+                _hwio(t[f"{prefix}.conv_kxk.conv.weight"]),
+                _bn_stats(ckpt, f"{prefix}.conv_kxk.bn", BN_EPSILON),
+                _hwio(t[f"{prefix}.conv_1x1.conv.weight"]),
+                _bn_stats(ckpt, f"{prefix}.conv_1x1.bn", BN_EPSILON),
+                identity,
+                plan.groups,
+            )
+        out[n("reparam_conv")] = [np.asarray(kernel, np.float32), np.asarray(bias, np.float32)]
+    if plan.se_channels:
+        # PyTorch's 1x1 conv [out, in, 1, 1] -> Keras' 1x1 Conv2D [1, 1, in, out].
+        out[n("se_down")] = [_hwio(t[f"{prefix}.attn.fc1.weight"]), t[f"{prefix}.attn.fc1.bias"]]
+        out[n("se_up")] = [_hwio(t[f"{prefix}.attn.fc2.weight"]), t[f"{prefix}.attn.fc2.bias"]]
+    return out
 
 
-def load_checkpoint(model: keras.Model, ckpt: Checkpoint) -> None:
-    """Assign a validated checkpoint to a model made by ``build_model``."""
-    info = build_info(model)
-    if ckpt.form == "deploy" and info.form == "train":
+def load_checkpoint(model: keras.Model, ckpt: Checkpoint, description: ModelDescription | None = None) -> None:
+    """Assign a checkpoint to a RepVGG graph (``description``: its ``describe_model``), after
+    validating it: nothing is assigned unless everything fits."""
+    spec, form, include_top, num_classes = description or describe_model(model)
+    if ckpt.form == "deploy" and form == "train":
         raise WeightsError(
             f"{ckpt.source} is a deploy-form (fused) checkpoint; it cannot fill the train form's branches: "
             "build the model with form='deploy'"
         )
-    validate(ckpt, info.spec, include_top=info.include_top, num_classes=info.num_classes)
-    for plan in info.spec.layers():
-        block = model.get_layer(plan.name)
-        prefix = block_prefix(plan)
-        if isinstance(block, RepVGGBlock):
-            _load_train_block(block, ckpt, prefix)
-        else:
-            _load_deploy_block(block, ckpt, prefix, BN_EPSILON)
-        if block.se is not None:
-            _load_se(block.se, ckpt, prefix)
-    if info.include_top:
-        model.get_layer("head").set_weights([ckpt.tensors["head.fc.weight"].T, ckpt.tensors["head.fc.bias"]])
+    validate(ckpt, spec, include_top=include_top, num_classes=num_classes)
+    assignments: dict[str, list[np.ndarray]] = {}
+    for plan in spec.layers():
+        assignments.update(_block_assignments(ckpt, plan, form))
+    if include_top:
+        assignments[HEAD] = [ckpt.tensors["head.fc.weight"].T, ckpt.tensors["head.fc.bias"]]
+    for name, weights in assignments.items():
+        model.get_layer(name).set_weights([np.asarray(w, np.float32) for w in weights])
 
 
 def load_weights(model: keras.Model, source: str | os.PathLike) -> LoadedWeights:
@@ -110,9 +111,9 @@ def load_weights(model: keras.Model, source: str | os.PathLike) -> LoadedWeights
     Scheme (official or timm) and form (train or deploy) are detected; anything that does not fit
     exactly raises :class:`WeightsError` before a single weight is assigned.
     """
-    info = build_info(model)
-    ckpt = resolve(source, info.spec)
-    load_checkpoint(model, ckpt)
+    description = describe_model(model)
+    ckpt = resolve(source, description.spec)
+    load_checkpoint(model, ckpt, description)
     return LoadedWeights(
         source=str(source),
         path=ckpt.source,
