@@ -24,6 +24,7 @@ from huggingface_hub import constants as hf_constants
 
 from repvgg_registry.errors import InvalidNameError, MissingTokenError
 from repvgg_registry.publish.build import build_artifacts
+from repvgg_registry.publish.card import RANDOM_WEIGHTS_BANNER
 from repvgg_registry.publish.release import stage_release
 from repvgg_registry.publish.tasks import TASKS
 from repvgg_registry.registry import HubUnreachableError, LocalHub, VersionExistsError, open_hub
@@ -279,7 +280,7 @@ def _manifests(source: str, sha: str | None = None) -> dict:
 def test_card_of_random_weights_has_a_banner():
     card = repo_card("a0", 1, _manifests("random"), "org/repvgg-a0", "https://huggingface.co")
     lines = card.splitlines()
-    banner = "> **Random weights, for pipeline tests only; the reference accuracy does not apply.**"
+    banner = f"> **Warning: {RANDOM_WEIGHTS_BANNER}.**"
     assert banner in lines and lines.index(banner) < lines.index("| | |")
     assert banner not in repo_card("a0", 1, _manifests("timm", "b" * 64), "org/repvgg-a0", "https://huggingface.co")
 

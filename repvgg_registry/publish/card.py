@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import re
 
 from ..errors import one_line
 
@@ -10,10 +11,14 @@ from ..errors import one_line
 RANDOM_WEIGHTS_BANNER = "random weights, for pipeline tests only; the reference accuracy does not apply"
 
 
+_MARKDOWN_PUNCTUATION = re.compile(r"([\\`*_{}\[\]()#+!|~])")
+
+
 def markdown_text(value: object) -> str:
-    """A value (a checkpoint's file name, say) safe inside Markdown and a table cell: HTML escaped,
-    so ``<img onerror=...>`` stays text; no newline or ``|`` to split the row."""
-    return html.escape(one_line(value), quote=True).replace("|", "&#124;").replace("`", "&#96;")
+    """A value (a checkpoint's file name, say) as inert text inside Markdown and a table cell: one
+    line (newlines folded, control characters escaped), Markdown punctuation (``|`` included)
+    backslash-escaped, HTML escaped, so ``<img onerror=...>`` stays text and cannot split a row."""
+    return html.escape(_MARKDOWN_PUNCTUATION.sub(r"\\\1", one_line(value)), quote=True)
 
 
 def random_weights_banner(weights: dict) -> str:

@@ -55,6 +55,8 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from ..errors import HubError, first_line, one_line
 from ..hashing import sha256_file
+from ..publish.card import RANDOM_WEIGHTS_BANNER
+from ..publish.tasks import describe_output
 from .hub import Handle
 from .local import HUB_ENV, LocalHub
 
@@ -184,8 +186,7 @@ def _output_fact(meta: dict) -> str | None:
     output = meta.get("output")
     if not isinstance(output, dict) or not isinstance(output.get("name"), str):
         return None
-    width = output.get("num_classes", output.get("num_features"))
-    return f"{output['name']} [batch, {width}]" if isinstance(width, int) else output["name"]
+    return describe_output(output)
 
 
 def _input_fact(meta: dict) -> str:
@@ -364,12 +365,7 @@ class _Endpoints:
             ("created", entry["created"]),
         ]
         items = "".join(f"<li>{html.escape(k)}: {html.escape(v)}</li>" for k, v in facts if v is not None)
-        banner = (
-            '<p role="alert"><strong>random weights, for pipeline tests only; '
-            "the reference accuracy does not apply</strong></p>"
-            if _random_weights(meta)
-            else ""
-        )
+        banner = f'<p role="alert"><strong>{RANDOM_WEIGHTS_BANNER}</strong></p>' if _random_weights(meta) else ""
         name = html.escape(str(handle))
         url = html.escape(f"{request.base_url}{handle}")
         return _page(
