@@ -156,14 +156,13 @@ def _open_hub(location: str | None, namespace: str = "repvgg", *, private: bool 
     from .registry import open_hub
 
     hub = open_hub(location, namespace=namespace, private=private)
-    if hasattr(hub, "on_lock_wait"):  # a local hub says who holds its lock while a publish waits
-        hub.on_lock_wait = _warn
+    hub.on_lock_wait = _warn  # a hub that locks says who holds the lock while a publish waits
     return hub
 
 
 def _index_warnings(hub) -> None:
-    """Entries of a local index that readers skipped: say so instead of hiding them."""
-    for message in getattr(hub, "index_warnings", ()):
+    """Entries of a hub's index that readers skipped: say so instead of hiding them."""
+    for message in hub.index_warnings:
         _warn(message)
 
 

@@ -160,14 +160,19 @@ class PublishOutcome:
 
 
 class Hub(ABC):
-    """A model hub that stores immutable, versioned artifacts.
+    """A model hub that stores immutable, versioned artifacts; its methods are the verbs
+    (``publish``, ``publish_many``, ``verify``, ``versions``), as on huggingface_hub's ``HfApi``.
 
-    ``publish`` takes a folder holding ``feature_vector/`` and ``classification/`` SavedModels plus
-    their archives and manifests (see ``registry.staging``) and makes them version N, whole or not
-    at all.
+    ``publish_staged`` takes a folder holding ``feature_vector/`` and ``classification/`` SavedModels
+    plus their archives and manifests (see ``publish.release``) and makes them version N, whole or
+    not at all.
     """
 
     namespace: str
+    #: Called with one line while a publish waits for another publisher (hubs that lock).
+    on_lock_wait: Callable[[str], None] | None = None
+    #: Records the last read skipped as unreadable, one line each (hubs with an index).
+    index_warnings: list[str] | tuple[str, ...] = ()
 
     @property
     @abstractmethod
