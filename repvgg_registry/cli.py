@@ -391,12 +391,18 @@ def publish(
     target = _open_hub(hub, namespace, private=private)
     # Everything that can refuse the commit (credentials, a taken version, a corrupt index) is
     # asked before minutes of build work.
-    for spec in specs:
-        target.preflight(spec.hub_name, version=version)
-    if len(specs) == 1:  # with several, a bad source fails per variant and the others go on
-        _fetch(weights, specs)
-    else:
-        _torch_before_tensorflow(weights)
+    try:
+        for spec in specs:
+            target.preflight(spec.hub_name, version=version)
+        if len(specs) == 1:  # with several, a bad source fails per variant and the others go on
+            _fetch(weights, specs)
+        else:
+            _torch_before_tensorflow(weights)
+    except RegistryError as exc:
+        _error(str(exc))
+        if not as_json:
+            console.print(f"nothing published to {target.location}", markup=False, highlight=False)
+        raise typer.Exit(exc.exit_code) from None
 
     outcomes = target.publish_many(
         [spec.name for spec in specs],
