@@ -51,8 +51,10 @@ def validate_name(name: str, kind: str = "name") -> str:
 
 
 def validate_version(version: int | None) -> int | None:
-    """``None`` (the next version) or an integer in 1..MAX_VERSION."""
-    if version is not None and not (isinstance(version, int) and 1 <= version <= MAX_VERSION):
+    """``None`` (the next version) or an integer in 1..MAX_VERSION (not ``True``, which is 1 to Python)."""
+    if version is not None and not (
+        isinstance(version, int) and not isinstance(version, bool) and 1 <= version <= MAX_VERSION
+    ):
         raise UsageError("--version", version, f"use an integer from 1 to {MAX_VERSION}, or omit it for the next one")
     return version
 
@@ -209,10 +211,16 @@ class Hub(ABC):
     def preflight(self, model: str, *, version: int | None = None) -> None:
         """Everything that can refuse a publish of ``model``, asked before minutes of build work:
         credentials and write access, readable records, a ``version`` that is free."""
+        validate_name(model.lower(), "model name")
         validate_version(version)
         self.check_can_publish()
-        if version is not None and version in {v.handle.version for v in self.versions(model)}:
-            raise VersionExistsError.taken(f"{self.namespace}/{model}", version)
+        if version is not None and version in self.taken_versions(model):
+            raise VersionExistsError.taken(f"{self.namespace}/{model.lower()}", version)
+
+    def taken_versions(self, model: str) -> set[int]:
+        """Version numbers of ``model`` that a new publish may not use (hubs that keep more than
+        their records, such as files on disk, add those)."""
+        return {v.handle.version for v in self.versions(model)}
 
     # ----- the verbs -----------------------------------------------------------------------
     def publish(

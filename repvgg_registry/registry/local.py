@@ -62,7 +62,6 @@ from ..errors import (
     InvalidNameError,
     NotPublishedError,
     RegistryError,
-    UsageError,
     VersionExistsError,
     one_line,
 )
@@ -115,13 +114,6 @@ def default_hub_path() -> Path:
 def lock_timeout_from_env() -> float:
     """``$REPVGG_REGISTRY_LOCK_TIMEOUT`` in seconds (``inf`` waits forever), default 600."""
     return seconds_from_env(LOCK_TIMEOUT_ENV, DEFAULT_LOCK_TIMEOUT, allow_inf=True)
-
-
-def _check_version(version: object) -> None:
-    """validate_version, and no ``True`` for 1."""
-    if isinstance(version, bool):
-        raise UsageError("--version", version, f"use an integer from 1 to {MAX_VERSION}, or omit it for the next one")
-    validate_version(version)
 
 
 def _commit_pause() -> None:
@@ -835,13 +827,6 @@ class LocalHub(Hub):
             self._probe_writable()
             self._prepare()
 
-    def preflight(self, model: str, *, version: int | None = None) -> None:
-        validate_name(model.lower(), "model name")
-        _check_version(version)
-        self.check_can_publish()
-        if version is not None and version in self.taken_versions(model):
-            raise VersionExistsError.taken(f"{self.namespace}/{model.lower()}", version)
-
     def _read_staged(self, staged: Path) -> dict[str, dict]:
         manifests = {}
         for task in TASKS:
@@ -867,7 +852,7 @@ class LocalHub(Hub):
     def publish_staged(self, variant: str, staged: Path, *, version: int | None = None) -> list[VersionInfo]:
         """Publish a staged release as the next version (or ``version``, if free), whole or not at all."""
         key = validate_name(variant.lower() if isinstance(variant, str) else variant, "model name")
-        _check_version(version)
+        validate_version(version)
         self.task_dir(key, TASKS[0])  # the namespace too
         staged = Path(staged)
         manifests = self._read_staged(staged)

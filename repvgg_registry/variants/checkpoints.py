@@ -162,14 +162,9 @@ _UPCAST_NAMES = {"bfloat16"}
 def _read_bf16_safetensors(path: Path) -> dict:
     """Read a safetensors file holding bf16 tensors (numpy has no bfloat16): the header is JSON,
     each bf16 value is the top half of a float32."""
-    import json
-    import struct
-
     numpy_dtypes = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "I64": np.int64, "I32": np.int32}
-    data = path.read_bytes()
-    (length,) = struct.unpack("<Q", data[:8])
-    header = json.loads(data[8 : 8 + length])
-    body = memoryview(data)[8 + length :]
+    header, offset = _safetensors_header(path)
+    body = memoryview(path.read_bytes())[offset:]
     tensors = {}
     for key, info in header.items():
         if key == "__metadata__":
@@ -197,7 +192,8 @@ def _read_safetensors(path: Path) -> dict:
     else:  # with ml_dtypes loaded (TensorFlow brings it), bf16 arrives as a numpy bfloat16: upcast
         return {k: v.astype(np.float32) if v.dtype.name in _UPCAST_NAMES else v for k, v in tensors.items()}
     try:
-        upcast = bool(_UPCAST & _header_dtypes(path))
+        header, _ = _safetensors_header(path)
+        upcast = bool(_UPCAST & {info["dtype"] for key, info in header.items() if key != "__metadata__"})
     except Exception:  # not even a header: truncated or foreign
         upcast = False
     if upcast:
@@ -205,21 +201,27 @@ def _read_safetensors(path: Path) -> dict:
     raise WeightsError(f"cannot read checkpoint {path}: {first_line(error)} (truncated or not a safetensors file?)")
 
 
-def _header_dtypes(path: Path) -> set[str]:
+def _safetensors_header(path: Path) -> tuple[dict, int]:
+    """A safetensors file's JSON header and where its tensor data starts (8-byte length, then JSON)."""
     import json
     import struct
 
     with open(path, "rb") as handle:
         (length,) = struct.unpack("<Q", handle.read(8))
-        header = json.loads(handle.read(length))
-    return {info["dtype"] for key, info in header.items() if key != "__metadata__"}
+        return json.loads(handle.read(length)), 8 + length
+
+
+def _existing_file(path: str | os.PathLike) -> Path:
+    """``path`` as a Path if it is a file; otherwise the one not-found error of every weights source."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"checkpoint file not found: {path}; pass 'random', 'timm' or an existing path")
+    return path
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Raw tensors of a checkpoint file, unwrapped and without a ``module.`` prefix."""
-    path = Path(path)
-    if not path.is_file():
-        raise WeightsError(f"checkpoint file not found: {path}; pass 'random', 'timm' or an existing path")
+    path = _existing_file(path)
     suffix = path.suffix.lower()
     if suffix == SAFETENSORS_SUFFIX:
         raw = _read_safetensors(path)
@@ -419,5 +421,5 @@ def fetch_weights(source: str | os.PathLike | None, spec: VariantSpec) -> None:
         return
     if str(source) == "timm":
         download_timm(spec)
-    elif not Path(source).expanduser().is_file():
-        raise WeightsError(f"checkpoint file not found: {source}; pass 'random', 'timm' or an existing path")
+    else:
+        _existing_file(Path(source).expanduser())
