@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ..errors import NotPublishedError
 from ..hashing import sha256_file
-from ..publish.build import Reporter, build_artifacts
+from ..publish.build import Reporter, build_artifacts, is_build_folder
 from ..publish.release import release_files, stage_release
 from ..publish.tasks import TASKS
 from ..publish.verify import verify_artifact, verify_savedmodel
@@ -45,10 +45,6 @@ def publish_variant(
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _is_build_folder(path: Path) -> bool:
-    return path.is_dir() and any((path / task / "saved_model.pb").is_file() for task in TASKS)
-
-
 def _verify_build_folder(target: str, path: Path) -> VerifyReport:
     """A ``build --out`` folder has no manifests (they are made at publish): load and run each
     SavedModel and check it against its metadata.json."""
@@ -74,7 +70,7 @@ def verify(hub: Hub, target: str) -> VerifyReport:
         handle = Handle.parse(target)
     except ValueError:
         path = Path(target).expanduser()
-        if _is_build_folder(path):
+        if is_build_folder(path):
             return _verify_build_folder(target, path)
         path = path.resolve()
         folder, archive, manifest = release_files(path) if path.name else (path, path, path)
