@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from release_stubs import add_keras_stubs
 
 from repvgg_registry.errors import (
     HubError,
@@ -56,8 +57,15 @@ def _stage(where: Path, tag: object = 0) -> Path:
         folder = release / task
         folder.mkdir(parents=True)
         (folder / "saved_model.pb").write_bytes(f"{tag} {task}".encode())
-        meta = {"variant": "A0", "task": task, "created": "2024-01-01T00:00:00+00:00", "weights": {"source": "random"}}
+        meta = {
+            "variant": "A0",
+            "task": task,
+            "created": "2024-01-01T00:00:00+00:00",
+            "weights": {"source": "random"},
+            "output": {"name": "x", "num_features": 3},
+        }
         (folder / "metadata.json").write_text(json.dumps(meta))
+    add_keras_stubs(release, tag)
     stage_release(release)
     return release
 

@@ -1,8 +1,16 @@
-"""Turn a variant and its weights into the two TF Hub artifacts, checked before they appear.
+"""Turn a variant and its weights into every artifact of a release, checked before they appear.
 
-Phases: build (train form), weights, fuse, export (both SavedModels into a staging folder), check
-(reload from disk and compare with the train form at the default size and a non-square size).
-Only a build that passes the check is renamed into place, so a failed build leaves nothing behind.
+Phases: build (train form, ImageNet normalisation inside), weights, fuse, export (both TF Hub
+SavedModels and the three ``.keras`` files into a staging folder), check (reload everything from
+disk: each SavedModel against the train form at the default size and a non-square size, each fused
+``.keras`` against its SavedModel, ``train.keras`` against ``classification.keras``). Only a build
+that passes the check is renamed into place, so a failed build leaves nothing behind.
+
+A build folder::
+
+    feature_vector/ classification/          TF Hub Reusable SavedModels (hub.KerasLayer)
+    feature_vector.keras classification.keras  the same fused networks (keras.saving.load_model)
+    train.keras                              the multi-branch train form with its head
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ import tensorflow as tf
 
 from .. import __version__
 from ..errors import BuildError, first_line
+from ..variants.blocks import POOL
 from ..variants.builder import build_model
 from ..variants.complexity import count_macs, count_params
 from ..variants.equivalence import RTOL, compare_outputs
@@ -33,9 +42,14 @@ from ..variants.weights import LoadedWeights, load_weights
 from .card import model_card
 from .hub_module import RepVGGHubModule
 from .labels import labels_text, synsets_text
-from .tasks import OUTPUT_KEYS, TASKS, describe_output
+from .release import staged_files
+from .tasks import OUTPUT_KEYS, RELEASE_TASKS, TASKS, TRAIN, describe_output
 
 LICENSE = "MIT"
+#: A ``.keras`` file and the SavedModel of its task hold the same fused weights in two
+#: implementations (Keras layers; raw ``tf.nn`` ops with 1/std folded into the stem): they agree to
+#: float32 rounding, far tighter than the fusion bound.
+FORMAT_RTOL = 1e-5
 
 
 class Reporter:
@@ -54,6 +68,10 @@ class BuildResult:
     metadata: dict[str, dict]
     max_abs_diff: float
     timings: dict[str, float] = field(default_factory=dict)
+    #: ``{task: path}`` of the ``.keras`` files: both fused tasks and ``train``
+    keras_files: dict[str, Path] = field(default_factory=dict)
+    #: ``{task: parameter count}`` of the models in those files
+    keras_params: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         """The summary ``build --json`` prints (and, as ``artifact_rows``, its table)."""
@@ -61,6 +79,7 @@ class BuildResult:
             "variant": self.variant,
             "out": str(self.out_dir),
             "artifacts": {task: str(path) for task, path in self.artifacts.items()},
+            "keras": {task: str(path) for task, path in self.keras_files.items()},
             "artifact_rows": [
                 {
                     "task": task,
@@ -69,15 +88,20 @@ class BuildResult:
                     "output": describe_output(self.metadata[task]["output"]),
                 }
                 for task, path in self.artifacts.items()
+            ]
+            + [
+                {
+                    "task": task,
+                    "path": str(path),
+                    "params": self.keras_params[task],
+                    "output": describe_output(self.metadata.get(task, self.metadata["classification"])["output"]),
+                }
+                for task, path in self.keras_files.items()
             ],
             "max_abs_diff": self.max_abs_diff,
             "weights": self.metadata["classification"]["weights"],
             "timings_s": {k: round(v, 3) for k, v in self.timings.items()},
         }
-
-
-def _normalise(images: np.ndarray) -> np.ndarray:
-    return ((images - np.asarray(IMAGENET_MEAN, np.float32)) / np.asarray(IMAGENET_STD, np.float32)).astype(np.float32)
 
 
 def check_sizes(spec: VariantSpec) -> list[tuple[int, int]]:
@@ -140,31 +164,84 @@ def artifact_metadata(spec: VariantSpec, task: str, weights: dict, max_abs_diff:
     }
 
 
-def _check(artifacts: dict[str, Path], train: keras.Model, features: keras.Model, spec: VariantSpec, seed: int):
-    """Reload each artifact from disk; compare with the train form on two sizes. Returns the
-    worst diff, or raises BuildError."""
+def _differs(what: str, reference, candidate, size: tuple[int, int], *, rtol: float = RTOL) -> float:
+    """The max abs diff of two outputs, or BuildError naming ``what`` when it is over the bound."""
+    diff, _, tol = compare_outputs(reference, candidate, rtol=rtol)
+    if not np.isfinite(diff) or diff > tol:
+        raise BuildError(f"{what} at {size[0]}x{size[1]}: max abs diff {diff:.3e} > {tol:.3e}; nothing was written")
+    return diff
+
+
+def _check(
+    artifacts: dict[str, Path],
+    keras_files: dict[str, Path],
+    train: keras.Model,
+    features: keras.Model,
+    spec: VariantSpec,
+    seed: int,
+) -> float:
+    """Reload every artifact from disk (the ``.keras`` files in safe mode, as a user would) and
+    compare on two sizes: each SavedModel with the train form in memory (the fusion bound), each
+    fused ``.keras`` with its SavedModel (:data:`FORMAT_RTOL`), ``train.keras`` with
+    ``classification.keras`` (the fusion bound). Returns the worst train-vs-fused diff."""
     worst = 0.0
     rng = np.random.default_rng(seed)
     served_by = {
         task: tf.saved_model.load(str(folder)).signatures["serving_default"] for task, folder in artifacts.items()
     }
-    for height, width in check_sizes(spec):
-        images = rng.random((2, height, width, 3), dtype=np.float32)
-        normalised = _normalise(images)
-        references = {
-            "classification": np.asarray(train(normalised, training=False)),
-            "feature_vector": np.asarray(features(normalised, training=False)),
-        }
+    reloaded = {}
+    for task, path in keras_files.items():
+        try:
+            reloaded[task] = keras.saving.load_model(path)
+        except Exception as exc:  # what a user's load_model would raise: the file is not portable
+            raise BuildError(
+                f"{path.name} does not reload with keras.saving.load_model ({first_line(exc)}); nothing was written"
+            ) from None
+    references = {"classification": train, "feature_vector": features}
+    name = spec.display_name
+    for size in check_sizes(spec):
+        images = rng.random((2, *size, 3), dtype=np.float32)
+        served = {}
         for task, serve in served_by.items():
-            served = serve(images=tf.constant(images))[OUTPUT_KEYS[task]].numpy()
-            diff, max_ref, tol = compare_outputs(references[task], served)
-            if not np.isfinite(diff) or diff > tol:
-                raise BuildError(
-                    f"{spec.display_name} {task} artifact differs from the train form at {height}x{width}: "
-                    f"max abs diff {diff:.3e} > {tol:.3e}; nothing was written"
-                )
-            worst = max(worst, diff)
+            served[task] = serve(images=tf.constant(images))[OUTPUT_KEYS[task]].numpy()
+            reference = np.asarray(references[task](images, training=False))
+            worst = max(
+                worst, _differs(f"{name} {task} artifact differs from the train form", reference, served[task], size)
+            )
+            from_keras = np.asarray(reloaded[task](images, training=False))
+            _differs(
+                f"{name} {task}.keras differs from the {task} SavedModel",
+                served[task],
+                from_keras,
+                size,
+                rtol=FORMAT_RTOL,
+            )
+        logits = np.asarray(reloaded["classification"](images, training=False))
+        train_logits = np.asarray(reloaded[TRAIN](images, training=False))
+        worst = max(
+            worst, _differs(f"{name} {TRAIN}.keras differs from classification.keras", train_logits, logits, size)
+        )
     return worst
+
+
+def _feature_model(model: keras.Model, name: str) -> keras.Model:
+    """``model`` up to its pooled features (layer ``pool``), without the head."""
+    return keras.Model(model.input, model.get_layer(POOL).output, name=name)
+
+
+def save_keras_files(train: keras.Model, deploy: keras.Model, folder: Path, spec: VariantSpec) -> dict[str, Path]:
+    """Write ``feature_vector.keras``, ``classification.keras`` (fused) and ``train.keras`` into
+    ``folder``; every model takes RGB in [0, 1] (its ``normalize`` layer comes first)."""
+    models = {
+        "feature_vector": _feature_model(deploy, f"repvgg_{spec.hub_name}_feature_vector"),
+        "classification": deploy,
+        TRAIN: train,
+    }
+    paths = {}
+    for task in RELEASE_TASKS:
+        paths[task] = staged_files(folder, task).keras
+        models[task].save(paths[task])
+    return paths
 
 
 def build_artifacts(
@@ -176,7 +253,8 @@ def build_artifacts(
     overwrite: bool = False,
     reporter: Reporter | None = None,
 ) -> BuildResult:
-    """Build ``out_dir/feature_vector`` and ``out_dir/classification`` for ``variant``.
+    """Build ``out_dir/feature_vector`` and ``out_dir/classification`` (SavedModels) and
+    ``out_dir/{feature_vector,classification,train}.keras`` for ``variant``.
 
     ``weights`` is ``random`` (seeded, reproducible), ``timm`` or a checkpoint path. The output
     appears only after the reloaded artifacts match the train form.
@@ -199,12 +277,12 @@ def build_artifacts(
 
     with timed("build"):
         keras.utils.set_random_seed(seed)
-        train = build_model(spec, "train")
+        train = build_model(spec, "train", include_preprocessing=True, name=f"repvgg_{spec.hub_name}_train")
     with timed("weights"):
         loaded = None if weights in (None, "random") else load_weights(train, weights)
     with timed("fuse"):
-        deploy = fuse(train)
-        features = keras.Model(train.input, train.get_layer("pool").output)
+        deploy = fuse(train, name=f"repvgg_{spec.hub_name}_classification")
+        features = _feature_model(train, f"repvgg_{spec.hub_name}_train_features")
     try:
         out_dir.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.staging-", dir=out_dir.parent))
@@ -222,8 +300,9 @@ def build_artifacts(
                 module = RepVGGHubModule(deploy, task, assets=class_files if task == "classification" else ())
                 artifacts[task] = staging / task
                 module.save(artifacts[task])
+            keras_files = save_keras_files(train, deploy, staging, spec)
         with timed("check"):
-            max_diff = _check(artifacts, train, features, spec, seed)
+            max_diff = _check(artifacts, keras_files, train, features, spec, seed)
             record = _weights_record(loaded, str(weights), seed)
             metadata = {}
             for task, folder in artifacts.items():
@@ -240,7 +319,13 @@ def build_artifacts(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     final = {task: out_dir / task for task in artifacts}
-    return BuildResult(spec.name, out_dir, final, metadata, max_diff, timings)
+    final_keras = {task: out_dir / path.name for task, path in keras_files.items()}
+    params = {
+        "feature_vector": metadata["feature_vector"]["params"],
+        "classification": metadata["classification"]["params"],
+        TRAIN: count_params(spec, "train", include_top=True),
+    }
+    return BuildResult(spec.name, out_dir, final, metadata, max_diff, timings, final_keras, params)
 
 
 def is_build_folder(path: Path) -> bool:

@@ -1,7 +1,9 @@
 """What every hub (the local folder, the Hugging Face Hub) offers, and the errors it raises.
 
 Handles follow tfhub.dev: ``<namespace>/<variant>/<task>/<integer version>``, e.g.
-``repvgg/b3g4/feature_vector/1``.
+``repvgg/b3g4/feature_vector/1``. One version has three handles: ``feature_vector`` and
+``classification`` (a TF Hub SavedModel, its archive and its ``.keras`` twin each) and ``train``
+(the train form as ``.keras`` only).
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from ..errors import (
     VersionExistsError,
     first_line,
 )
-from ..publish.tasks import TASKS
+from ..publish.release import ArtifactFiles
+from ..publish.tasks import RELEASE_TASKS
 
 DEFAULT_NAMESPACE = "repvgg"
 
@@ -84,8 +87,8 @@ class Handle:
         for segment in (namespace, variant):
             if not is_valid_name(segment):
                 raise InvalidHandleError(text, f"{segment!r} breaks the name rule ({NAME_RULE})")
-        if task not in TASKS:
-            raise InvalidHandleError(text, f"unknown task {task!r}; tasks are {', '.join(TASKS)}")
+        if task not in RELEASE_TASKS:
+            raise InvalidHandleError(text, f"unknown task {task!r}; tasks are {', '.join(RELEASE_TASKS)}")
         if not version.isdigit() or version.startswith("0") or int(version) > MAX_VERSION:
             raise InvalidHandleError(text, f"the version is an integer from 1 to {MAX_VERSION}")
         return cls(namespace, variant, task, int(version))
@@ -98,7 +101,7 @@ class VersionInfo:
     handle: Handle
     created: str
     weights_source: str
-    sha256: str  # of the .tar.gz archive
+    sha256: str  # of the .tar.gz archive (of the .keras file for ``train``)
     location: str = ""  # a path or URL where it lives
 
     def to_dict(self) -> dict:
@@ -165,9 +168,9 @@ class Hub(ABC):
     """A model hub that stores immutable, versioned artifacts; its methods are the verbs
     (``publish``, ``publish_many``, ``verify``, ``versions``), as on huggingface_hub's ``HfApi``.
 
-    ``publish_staged`` takes a folder holding ``feature_vector/`` and ``classification/`` SavedModels
-    plus their archives and manifests (see ``publish.release``) and makes them version N, whole or
-    not at all.
+    ``publish_staged`` takes a staged release folder (``feature_vector/`` and ``classification/``
+    SavedModels, their archives, the three ``.keras`` files and every manifest: see
+    ``publish.release``) and makes it version N, whole or not at all.
     """
 
     namespace: str
@@ -183,20 +186,21 @@ class Hub(ABC):
 
     @abstractmethod
     def versions(self, variant: str) -> list[VersionInfo]:
-        """Published versions of ``variant`` (both tasks), oldest first."""
+        """Published versions of ``variant`` (every task), oldest first."""
 
     @abstractmethod
     def publish_staged(self, variant: str, staged: Path, *, version: int | None = None) -> list[VersionInfo]:
         """Publish a staged build as the next (or the given) version."""
 
     @abstractmethod
-    def artifact_files(self, handle: Handle) -> tuple[Path, Path, Path]:
-        """Local (SavedModel folder, archive, manifest) of a published handle, downloaded if remote;
-        raises NotPublishedError if it is not published."""
+    def artifact_files(self, handle: Handle) -> ArtifactFiles:
+        """The local files (SavedModel folder, archive, ``.keras``, manifest) of a published
+        handle, downloaded if remote; raises NotPublishedError if it is not published."""
 
     def recorded_checksums(self, handle: Handle) -> dict[str, str]:
-        """sha256 of the archive and the manifest as the hub's own records hold them (apart from
-        the manifest, so that a tampered manifest is named as such): ``{"archive": .., "manifest": ..}``."""
+        """sha256 of the artifact's files as the hub's own records hold them (apart from the
+        manifest, so that a tampered manifest is named as such): ``{role: sha256}`` with the roles
+        of :class:`~repvgg_registry.publish.release.ArtifactFiles` (``archive``, ``keras``, ``manifest``)."""
         return {}
 
     def staging_dir(self) -> Path:

@@ -5,7 +5,9 @@ Layout::
     <hub>/index.json                                  what is published (replaced atomically)
     <hub>/<namespace>/<model>/<task>/<N>/             the SavedModel (hub.KerasLayer(path) loads it)
     <hub>/<namespace>/<model>/<task>/<N>.tar.gz       its TF Hub archive
+    <hub>/<namespace>/<model>/<task>/<N>.keras        the same network for Keras 3
     <hub>/<namespace>/<model>/<task>/<N>.manifest.json
+    <hub>/<namespace>/<model>/train/<N>.keras         the train form (with its manifest beside it)
     <hub>/.lock                                       the hub lock; its holder writes who it is
     <hub>/.staging/<id>/                              one publisher's private folder, with its own
                                                       ``.lock`` that the publisher holds while alive
@@ -24,7 +26,7 @@ Crash safety, and what is deleted (nothing that may be published):
   readable) lists none of its handles, the files it renamed into place (identified by inode) are
   moved back into it and removed with it: they were never published and their number is free
   again. If the index cannot tell (missing, unreadable), nothing is touched.
-* A version folder, archive or manifest that no index entry owns is never deleted, and its number
+* A version folder, archive, ``.keras`` or manifest that no index entry owns is never deleted, and its number
   is never reused: the next version is one above everything indexed *or* on disk. If complete
   versions are on disk that the index does not list (index deleted, truncated, or an older backup
   restored), publishing stops and names ``repvgg-registry repair``, which rebuilds the index from
@@ -66,8 +68,17 @@ from ..errors import (
     one_line,
 )
 from ..hashing import sha256_file
-from ..publish.release import ARCHIVE_SUFFIX, MANIFEST_SUFFIX, archive_path, manifest_path, release_files
-from ..publish.tasks import TASKS
+from ..publish.release import (
+    ARCHIVE_SUFFIX,
+    KERAS_SUFFIX,
+    MANIFEST_SUFFIX,
+    ArtifactFiles,
+    artifact_files,
+    core_roles,
+    primary_record,
+    staged_files,
+)
+from ..publish.tasks import RELEASE_TASKS
 from ..settings import seconds_from_env
 from .hub import (
     DEFAULT_NAMESPACE,
@@ -158,12 +169,42 @@ def entry_problem(item: object) -> str | None:
         return f"{text}: no 'weights_source'"
     if not _is_sha256(item.get("sha256")):
         return f"{text}: 'sha256' {_short(item.get('sha256'))} is not a sha256"
-    if "manifest_sha256" in item and not _is_sha256(item["manifest_sha256"]):
-        return f"{text}: 'manifest_sha256' {_short(item['manifest_sha256'])} is not a sha256"
-    size = item.get("archive_size", 0)
-    if type(size) is not int or size < 0:
-        return f"{text}: 'archive_size' {_short(size)} is not a size"
+    for key in ("manifest_sha256", "keras_sha256"):
+        if key in item and not _is_sha256(item[key]):
+            return f"{text}: '{key}' {_short(item[key])} is not a sha256"
+    for key in ("archive_size", "keras_size"):
+        size = item.get(key, 0)
+        if type(size) is not int or size < 0:
+            return f"{text}: '{key}' {_short(size)} is not a size"
     return None
+
+
+def _entry(handle: Handle, created: str, manifest: dict, manifest_sha256: str) -> dict:
+    """The index entry of one artifact: ``sha256`` and ``archive_size`` are of the file a client
+    fetches for the handle (:func:`primary_record`: the TF Hub archive, or ``train``'s ``.keras``)."""
+    primary = primary_record(manifest)
+    entry = {
+        "handle": str(handle),
+        "namespace": handle.namespace,
+        "variant": handle.variant,
+        "task": handle.task,
+        "version": handle.version,
+        "created": created,
+        "weights_source": manifest["weights"]["source"],
+        "sha256": primary["sha256"],
+        "archive_size": primary["size"],
+        "manifest_sha256": manifest_sha256,
+    }
+    if "keras" in manifest:
+        entry.update(keras_sha256=manifest["keras"]["sha256"], keras_size=manifest["keras"]["size"])
+    return entry
+
+
+def _complete(role: str, path: Path) -> bool:
+    """Whether the file (or, for ``folder``, the SavedModel folder) of ``role`` is in place."""
+    if role == "folder":
+        return path.is_dir() and not path.is_symlink()
+    return path.is_file()
 
 
 def _os_reason(exc: OSError) -> str:
@@ -325,17 +366,17 @@ class LocalHub(Hub):
         """``<hub>/<namespace>/<model>/<task>``; every part is checked before a path is made of it."""
         ns = validate_name(self.namespace if namespace is None else namespace, "namespace")
         model = validate_name(variant.lower() if isinstance(variant, str) else variant, "model name")
-        if task not in TASKS:
-            raise InvalidNameError("task", task, f"use one of {', '.join(TASKS)}")
+        if task not in RELEASE_TASKS:
+            raise InvalidNameError("task", task, f"use one of {', '.join(RELEASE_TASKS)}")
         return self.root / ns / model / task
 
-    def paths(self, handle: Handle) -> tuple[Path, Path, Path]:
-        """(SavedModel folder, archive, manifest) of a handle."""
+    def paths(self, handle: Handle) -> ArtifactFiles:
+        """The files of a handle (SavedModel folder, archive, ``.keras``, manifest)."""
         n = handle.version
         if type(n) is not int or not 1 <= n <= MAX_VERSION:
             raise InvalidHandleError(str(handle), f"the version is an integer from 1 to {MAX_VERSION}")
         base = self.task_dir(handle.variant, handle.task, handle.namespace)
-        return release_files(base / str(n))
+        return artifact_files(base / str(n), handle.task)
 
     def _fix(self) -> str:
         return _FIX_FROM_DISK.format(root=self.root)
@@ -448,23 +489,27 @@ class LocalHub(Hub):
 
     def _info(self, item: dict) -> VersionInfo:
         handle = Handle.parse(item["handle"])
-        return VersionInfo(handle, item["created"], item["weights_source"], item["sha256"], str(self.paths(handle)[0]))
+        files = self.paths(handle)
+        where = files.folder if files.folder is not None else files.keras
+        return VersionInfo(handle, item["created"], item["weights_source"], item["sha256"], str(where))
 
-    def artifact_files(self, handle: Handle) -> tuple[Path, Path, Path]:
+    def artifact_files(self, handle: Handle) -> ArtifactFiles:
         self.entry(handle)
         return self.paths(handle)
 
     def recorded_checksums(self, handle: Handle) -> dict[str, str]:
         entry = self.entry(handle)
-        recorded = {"archive": entry["sha256"]}
+        recorded = {"archive" if self.paths(handle).archive is not None else "keras": entry["sha256"]}
+        if "keras_sha256" in entry:
+            recorded["keras"] = entry["keras_sha256"]
         if "manifest_sha256" in entry:
             recorded["manifest"] = entry["manifest_sha256"]
         return recorded
 
     # ----- what is on disk ---------------------------------------------------------------
     def _scan_disk(self) -> dict[tuple[str, str, str, int], set[str]]:
-        """``{(namespace, model, task, N): {"folder", "archive", "manifest", "other"}}`` for every
-        version-numbered name in the hub's task folders, indexed or not."""
+        """``{(namespace, model, task, N): {"folder", "archive", "keras", "manifest", "other"}}`` for
+        every version-numbered name in the hub's task folders, indexed or not."""
         found: dict[tuple[str, str, str, int], set[str]] = {}
 
         def subdirs(path: Path) -> list[os.DirEntry]:
@@ -481,7 +526,7 @@ class LocalHub(Hub):
                 if not is_valid_name(model.name):
                     continue
                 for task in subdirs(Path(model.path)):
-                    if task.name not in TASKS:
+                    if task.name not in RELEASE_TASKS:
                         continue
                     try:
                         items = list(os.scandir(task.path))
@@ -499,6 +544,8 @@ class LocalHub(Hub):
                             kind = "archive"
                         elif f".{rest}" == MANIFEST_SUFFIX and item.is_file(follow_symlinks=False):
                             kind = "manifest"
+                        elif f".{rest}" == KERAS_SUFFIX and item.is_file(follow_symlinks=False):
+                            kind = "keras"
                         else:
                             kind = "other"
                         found.setdefault((ns.name, model.name, task.name, int(number)), set()).add(kind)
@@ -512,32 +559,21 @@ class LocalHub(Hub):
             handle = Handle.parse(f"{ns}/{model}/{task}/{n}")
         except InvalidHandleError as exc:
             return f"{ns}/{model}/{task}/{n}: {exc.rule}"
-        folder, archive, manifest = self.paths(handle)
+        files = self.paths(handle)
+        manifest = files.manifest
+        data = None
+        if manifest.is_file():
+            with contextlib.suppress(OSError, ValueError):
+                data = json.loads(manifest.read_text(encoding="utf-8"))
         lacking = [
-            name
-            for name, ok in (
-                (f"{n}/", folder.is_dir() and not folder.is_symlink()),
-                (archive.name, archive.is_file()),
-                (manifest.name, manifest.is_file()),
-            )
-            if not ok
+            f"{path.name}/" if role == "folder" else path.name
+            for role, path in files.required(data if isinstance(data, dict) else None).items()
+            if not _complete(role, path)
         ]
         if lacking:
             return f"{handle}: no {' or '.join(lacking)}"
         try:
-            data = json.loads(manifest.read_text(encoding="utf-8"))
-            entry = {
-                "handle": str(handle),
-                "namespace": ns,
-                "variant": model,
-                "task": task,
-                "version": n,
-                "created": data["created"],
-                "weights_source": data["weights"]["source"],
-                "sha256": data["archive"]["sha256"],
-                "archive_size": data["archive"]["size"],
-                "manifest_sha256": sha256_file(manifest),
-            }
+            entry = _entry(handle, data["created"], data, sha256_file(manifest))
             manifest_task = data.get("task", task)
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             return f"{handle}: {manifest.name} is unreadable ({type(exc).__name__})"
@@ -553,7 +589,7 @@ class LocalHub(Hub):
         lost = [
             result["handle"]
             for key, kinds in sorted(disk.items())
-            if key not in listed and {"folder", "archive", "manifest"} <= kinds
+            if key not in listed and core_roles(key[2]) <= kinds
             for result in [self._disk_entry(key)]
             if isinstance(result, dict)
         ]
@@ -829,22 +865,29 @@ class LocalHub(Hub):
 
     def _read_staged(self, staged: Path) -> dict[str, dict]:
         manifests = {}
-        for task in TASKS:
-            manifest = manifest_path(staged, task)
-            folder, archive = staged / task, archive_path(staged, task)
-            for path, ok in ((folder, folder.is_dir()), (archive, archive.is_file())):
-                if not ok:
+        for task in RELEASE_TASKS:
+            files = staged_files(staged, task)
+            for role, path in files.roles().items():
+                if role != "manifest" and not _complete(role, path):
                     raise HubStateError(path, "is missing from the staged release", "stage the build again and rerun")
+            manifest = files.manifest
             try:
                 data = json.loads(manifest.read_text(encoding="utf-8"))
-                source, sha, size = data["weights"]["source"], data["archive"]["sha256"], data["archive"]["size"]
+                records = [primary_record(data), data["keras"]]
+                source = data["weights"]["source"]
             except (OSError, ValueError, KeyError, TypeError) as exc:
                 raise HubStateError(
                     manifest, f"is not a readable manifest ({type(exc).__name__})", "stage the build again and rerun"
                 ) from None
-            if not (isinstance(source, str) and _is_sha256(sha) and type(size) is int and size >= 0):
+            valid = all(
+                isinstance(r, dict) and _is_sha256(r.get("sha256")) and type(r.get("size")) is int and r["size"] >= 0
+                for r in records
+            )
+            if not (isinstance(source, str) and valid):
                 raise HubStateError(
-                    manifest, "has no valid weights source, archive sha256 or size", "stage the build again and rerun"
+                    manifest,
+                    "has no valid weights source, or sha256 and size of its files",
+                    "stage the build again and rerun",
                 )
             manifests[task] = data
         return manifests
@@ -853,7 +896,7 @@ class LocalHub(Hub):
         """Publish a staged release as the next version (or ``version``, if free), whole or not at all."""
         key = validate_name(variant.lower() if isinstance(variant, str) else variant, "model name")
         validate_version(version)
-        self.task_dir(key, TASKS[0])  # the namespace too
+        self.task_dir(key, RELEASE_TASKS[0])  # the namespace too
         staged = Path(staged)
         manifests = self._read_staged(staged)
         self._ensure_root()
@@ -868,8 +911,8 @@ class LocalHub(Hub):
                 # Another filesystem, maybe: bring the files next to their targets, so the commit is renames.
                 source = area / "release"
                 source.mkdir()
-                for task in TASKS:
-                    for path in (staged / task, archive_path(staged, task), manifest_path(staged, task)):
+                for task in RELEASE_TASKS:
+                    for path in staged_files(staged, task).roles().values():
                         shutil.move(path, source / path.name)
                         moved.append((source / path.name, path))
             with self.lock():
@@ -906,28 +949,13 @@ class LocalHub(Hub):
         created = _now()
         moves: list[tuple[Path, Path]] = []
         new_entries = []
-        for task in TASKS:
+        for task in RELEASE_TASKS:
             handle = Handle.parse(f"{self.namespace}/{key}/{task}/{version}")
-            folder, archive, manifest = self.paths(handle)
-            moves += [
-                (source / task, folder),
-                (archive_path(source, task), archive),
-                (manifest_path(source, task), manifest),
-            ]
-            new_entries.append(
-                {
-                    "handle": str(handle),
-                    "namespace": self.namespace,
-                    "variant": key,
-                    "task": task,
-                    "version": version,
-                    "created": created,
-                    "weights_source": manifests[task]["weights"]["source"],
-                    "sha256": manifests[task]["archive"]["sha256"],
-                    "archive_size": manifests[task]["archive"]["size"],
-                    "manifest_sha256": sha256_file(manifest_path(source, task)),
-                }
-            )
+            targets = self.paths(handle).roles()
+            staged = staged_files(source, task).roles()
+            # the manifest last: a version's files are complete before its manifest appears
+            moves += [(staged[role], targets[role]) for role in targets]
+            new_entries.append(_entry(handle, created, manifests[task], sha256_file(staged["manifest"])))
         all_entries = (entries or []) + new_entries
         for item in all_entries:  # nothing is renamed for an entry that could not be written
             if entry_problem(item):
@@ -1028,8 +1056,9 @@ class LocalHub(Hub):
             kept = entries or []
             report.kept = [e["handle"] for e in kept]
             for e in kept:
-                folder, archive, manifest = self.paths(Handle.parse(e["handle"]))
-                if not (folder.is_dir() and archive.is_file() and manifest.is_file()):
+                files = self.paths(Handle.parse(e["handle"]))
+                required = files.required() if "keras_sha256" in e else files.required({})
+                if not all(_complete(role, path) for role, path in required.items()):
                     report.missing.append(e["handle"])
             have = {(e["namespace"], e["variant"], e["task"], e["version"]) for e in kept}
             added = []

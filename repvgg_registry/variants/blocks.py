@@ -30,7 +30,10 @@ part                layer                                   when
 ==================  ======================================  ========================================
 
 After the last block: ``pool`` (``GlobalAveragePooling2D``, the feature vector) and, with a head,
-``head`` (``Dense``, the logits). Every ``groups`` > 1 is on the convs of the grouped blocks.
+``head`` (``Dense``, the logits). With ``include_preprocessing`` the first layer is ``normalize``
+(``Normalization`` with the ImageNet mean and ``variance = std**2``): the model then takes RGB in
+[0, 1], the contract of every artifact, instead of normalised images. Every ``groups`` > 1 is on
+the convs of the grouped blocks.
 
 The numerics follow PyTorch (REFERENCE section 2):
 
@@ -60,7 +63,7 @@ from dataclasses import dataclass, field
 
 from keras import initializers, layers
 
-from .table import LayerPlan, VariantSpec
+from .table import IMAGENET_MEAN, IMAGENET_STD, LayerPlan, VariantSpec
 
 BN_EPSILON = 1e-5
 BN_MOMENTUM = 0.9
@@ -68,6 +71,8 @@ BN_MOMENTUM = 0.9
 SEP = "."
 POOL = "pool"
 HEAD = "head"
+#: The optional first layer: ImageNet normalisation, so the model takes RGB in [0, 1].
+NORMALIZE = "normalize"
 #: Standard deviation of the random head's kernel.
 HEAD_INIT_STD = 0.01
 
@@ -242,10 +247,23 @@ def block_layers(plan: LayerPlan, form: str, block_input: str | None) -> list[La
     return defs
 
 
-def model_layers(spec: VariantSpec, form: str, *, include_top: bool, num_classes: int) -> list[LayerDef]:
+def normalize_layer() -> LayerDef:
+    """``Normalization`` with the ImageNet statistics as constants (no weights, nothing to adapt)."""
+
+    def make():
+        return layers.Normalization(
+            mean=list(IMAGENET_MEAN), variance=[s * s for s in IMAGENET_STD], axis=-1, name=NORMALIZE
+        )
+
+    return LayerDef(NORMALIZE, make, (None,))
+
+
+def model_layers(
+    spec: VariantSpec, form: str, *, include_top: bool, num_classes: int, include_preprocessing: bool = False
+) -> list[LayerDef]:
     """Every layer of ``spec`` in ``form``, in the order the builder creates them."""
-    defs: list[LayerDef] = []
-    previous: str | None = None
+    defs: list[LayerDef] = [normalize_layer()] if include_preprocessing else []
+    previous: str | None = NORMALIZE if include_preprocessing else None
     for plan in spec.layers():
         defs += block_layers(plan, form, previous)
         previous = layer_name(plan.name, OUTPUT_PART)

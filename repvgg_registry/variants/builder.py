@@ -23,19 +23,27 @@ def build_model(
     num_classes: int | None = None,
     input_shape: tuple = (None, None, 3),
     weights: str | None = None,
+    include_preprocessing: bool = False,
     name: str | None = None,
 ) -> keras.Model:
     """Build a RepVGG variant as a Keras 3 functional model of Keras' own layers.
 
     ``form="train"`` gives the multi-branch network (what checkpoints hold and what you fine-tune);
     ``form="deploy"`` the single-3x3-conv network that :func:`fuse` fills. The input is the
-    normalised image (ImageNet mean/std), any height and width by default. With
+    normalised image (ImageNet mean/std), any height and width by default; with
+    ``include_preprocessing=True`` it is RGB in [0, 1] and a ``Normalization`` layer comes first. With
     ``include_top=False`` the output is the globally pooled feature vector (layer ``pool``).
     ``weights`` is ``None``/``"random"`` (variance-preserving random initialisation: features and
     logits stay O(1)), ``"timm"`` or a checkpoint path (see ``load_weights``).
     """
     model = build_graph(
-        spec, form, include_top=include_top, num_classes=num_classes, input_shape=input_shape, name=name
+        spec,
+        form,
+        include_top=include_top,
+        num_classes=num_classes,
+        input_shape=input_shape,
+        include_preprocessing=include_preprocessing,
+        name=name,
     )
     if weights not in (None, "random"):
         load_weights(model, weights)

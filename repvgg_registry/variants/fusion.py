@@ -13,7 +13,7 @@ import numpy as np
 from ..errors import NotARepVGGError
 from .blocks import HEAD, layer_name
 from .folding import BatchNormStats, fuse_branches, identity_kernel, pad_1x1_to_3x3
-from .graph import build_graph, describe_model, is_repvgg_graph
+from .graph import build_graph, describe_model, has_preprocessing, is_repvgg_graph
 from .table import LayerPlan
 
 __all__ = [
@@ -48,7 +48,8 @@ def fuse_block(model: keras.Model, plan: LayerPlan) -> tuple[np.ndarray, np.ndar
 
 def fuse(train_model: keras.Model, *, name: str | None = None) -> keras.Model:
     """The deploy-form twin of a train-form model: same input shape, same head (or none), the
-    same outputs in inference mode, one biased 3x3 conv per block."""
+    same outputs in inference mode, one biased 3x3 conv per block (and the ``normalize`` layer
+    first if the train form has it)."""
     spec, form, include_top, num_classes = describe_model(train_model)
     if form != "train":
         raise NotARepVGGError(f"fuse() takes a train-form model; {train_model.name!r} is already in deploy form")
@@ -58,6 +59,7 @@ def fuse(train_model: keras.Model, *, name: str | None = None) -> keras.Model:
         include_top=include_top,
         num_classes=num_classes,
         input_shape=tuple(train_model.inputs[0].shape[1:]),
+        include_preprocessing=has_preprocessing(train_model),
         name=name,
     )
     for plan in spec.layers():

@@ -15,7 +15,7 @@ import keras
 
 from .. import errors
 from ..errors import NotARepVGGError
-from .blocks import HEAD, LayerDef, layer_name, model_layers
+from .blocks import HEAD, NORMALIZE, LayerDef, layer_name, model_layers
 from .table import VARIANTS, VariantSpec, get_variant
 
 FORMS = ("train", "deploy")
@@ -44,9 +44,14 @@ def build_graph(
     include_top: bool = True,
     num_classes: int | None = None,
     input_shape: tuple = (None, None, 3),
+    include_preprocessing: bool = False,
     name: str | None = None,
 ) -> keras.Model:
-    """The functional model of ``spec`` in ``form``, randomly initialised (see :mod:`.blocks`)."""
+    """The functional model of ``spec`` in ``form``, randomly initialised (see :mod:`.blocks`).
+
+    With ``include_preprocessing`` the first layer normalises RGB in [0, 1] with the ImageNet
+    statistics (layer ``normalize``), as every published artifact does; without it the model takes
+    normalised images, as timm's and the official checkpoints' networks do."""
     spec = get_variant(spec)
     if form not in FORMS:
         raise errors.UsageError("form", form, "must be 'train' or 'deploy'")
@@ -60,7 +65,10 @@ def build_graph(
 
     inputs = keras.Input(shape=input_shape, name="images")
     tensors = {None: inputs}
-    for d in model_layers(spec, form, include_top=include_top, num_classes=classes):
+    defs = model_layers(
+        spec, form, include_top=include_top, num_classes=classes, include_preprocessing=include_preprocessing
+    )
+    for d in defs:
         args = [tensors[i] for i in d.inputs]
         tensors[d.name] = d.make()(args if len(args) > 1 else args[0])
     return keras.Model(inputs, tensors[d.name], name=name or f"repvgg_{spec.hub_name}_{form}")
@@ -162,7 +170,13 @@ def describe_model(model: keras.Model) -> ModelDescription:
     num_classes = int(head.units) if isinstance(head, keras.layers.Dense) else None
     best: tuple[int, VariantSpec, str, str | None] | None = None
     for spec in VARIANTS:
-        defs = model_layers(spec, form, include_top=include_top, num_classes=num_classes or spec.num_classes)
+        defs = model_layers(
+            spec,
+            form,
+            include_top=include_top,
+            num_classes=num_classes or spec.num_classes,
+            include_preprocessing=NORMALIZE in by_name,
+        )
         index, problem, culprit = _first_misfit(model, by_name, defs)
         if problem is None:
             return ModelDescription(spec, form, include_top, num_classes)
@@ -174,6 +188,12 @@ def describe_model(model: keras.Model) -> ModelDescription:
     )
 
 
+def has_preprocessing(model: keras.Model) -> bool:
+    """Whether a RepVGG graph starts with the ``normalize`` layer (takes RGB in [0, 1]); not part
+    of :class:`ModelDescription`, whose four fields callers unpack."""
+    return any(layer.name == NORMALIZE for layer in model.layers)
+
+
 def is_repvgg_graph(model) -> bool:
     """Whether :func:`describe_model` recognises ``model``."""
     try:
@@ -183,4 +203,12 @@ def is_repvgg_graph(model) -> bool:
     return True
 
 
-__all__ = ["FORMS", "ModelDescription", "NotARepVGGError", "build_graph", "describe_model", "is_repvgg_graph"]
+__all__ = [
+    "FORMS",
+    "ModelDescription",
+    "NotARepVGGError",
+    "build_graph",
+    "describe_model",
+    "has_preprocessing",
+    "is_repvgg_graph",
+]
