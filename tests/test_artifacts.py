@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,15 +17,17 @@ import tensorflow as tf
 import tensorflow_hub as hub
 import tf_keras
 import torch_reference as ref
+from consumer import BLOCK_PACKAGE, KERAS_LAYERS, assert_only_keras_classes, config_objects, run_script
 from typer.testing import CliRunner
 
 from repvgg_registry.cli import app
 from repvgg_registry.hashing import sha256_file as sha256_of
 from repvgg_registry.publish import build as build_mod
-from repvgg_registry.publish.build import BuildError, build_artifacts
+from repvgg_registry.publish.build import FORMAT_RTOL, BuildError, build_artifacts
 from repvgg_registry.publish.frozen import freeze_serving
 from repvgg_registry.variants import build_model, count_params, get_variant
-from repvgg_registry.variants.equivalence import sample_images
+from repvgg_registry.variants.equivalence import compare_outputs, sample_images
+from repvgg_registry.variants.fusion import fuse
 
 SIZES = [(160, 160), (224, 224), (256, 256), (192, 256)]
 MEAN = np.array([0.485, 0.456, 0.406], np.float32)
@@ -229,7 +232,7 @@ def test_same_input_same_artifact(built, a0_checkpoint, tmp_path):
 
 
 def test_failed_check_leaves_nothing(monkeypatch, tmp_path):
-    def disagree(reference, candidate):
+    def disagree(reference, candidate, **_):
         return 1.0, 1.0, 1e-4
 
     monkeypatch.setattr(build_mod, "compare_outputs", disagree)
@@ -247,3 +250,106 @@ def test_existing_output_is_refused_and_cli_errors_are_one_line(built, tmp_path)
     )
     assert result.exit_code == 2 and "checkpoint file not found" in result.stderr
     assert not (tmp_path / "x").exists() and list(tmp_path.iterdir()) == []
+
+
+# ----- the .keras files ---------------------------------------------------------------------------
+# A plain Keras 3 project: only keras and tensorflow, repvgg_registry made unimportable.
+KERAS_USER = (
+    BLOCK_PACKAGE
+    + """
+from pathlib import Path
+
+import keras
+import numpy as np
+
+root = Path(sys.argv[1])
+images = np.load(root / "images.npy")
+for task in ("feature_vector", "classification", "train"):
+    model = keras.saving.load_model(root / f"{task}.keras")  # default safe_mode=True
+    np.save(root / f"{task}.out.npy", keras.ops.convert_to_numpy(model(images, training=False)))
+
+# The issue's snippet: a new head on the fused backbone, fine-tuned with Adam.
+backbone = keras.saving.load_model(root / "feature_vector.keras")
+before = [np.array(w) for w in backbone.trainable_weights]
+model = keras.Sequential([keras.Input((64, 64, 3)), backbone, keras.layers.Dense(5)])
+model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+rng = np.random.default_rng(0)
+x = rng.random((4, 64, 64, 3), dtype=np.float32)
+history = model.fit(x, rng.integers(0, 5, 4), batch_size=2, epochs=1, verbose=0)
+assert np.isfinite(history.history["loss"]).all(), history.history
+moved = sum(not np.array_equal(b, np.array(w)) for b, w in zip(before, backbone.trainable_weights))
+assert moved == len(before), f"only {moved} of {len(before)} backbone weights changed"
+
+# The train form fine-tuned in training mode: BatchNorm statistics move.
+train = keras.saving.load_model(root / "train.keras")
+bns = [layer for layer in train.layers if isinstance(layer, keras.layers.BatchNormalization)]
+stats = [np.array(bn.moving_variance) for bn in bns]
+train.compile(optimizer=keras.optimizers.Adam(1e-3), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+history = train.fit(x, rng.integers(0, 1000, 4), batch_size=2, epochs=1, verbose=0)
+assert np.isfinite(history.history["loss"]).all(), history.history
+changed = sum(not np.array_equal(s, np.array(bn.moving_variance)) for s, bn in zip(stats, bns))
+assert changed == len(bns), f"only {changed} of {len(bns)} BatchNorms updated their statistics"
+train.save(root / "trained.keras")
+np.save(root / "trained.out.npy", keras.ops.convert_to_numpy(train(images, training=False)))
+print("keras user ok")
+"""
+)
+
+
+def test_build_writes_three_portable_keras_files(built):
+    assert sorted(p.name for p in built.out_dir.glob("*.keras")) == [
+        "classification.keras",
+        "feature_vector.keras",
+        "train.keras",
+    ]
+    assert built.keras_files == {t: built.out_dir / f"{t}.keras" for t in ("feature_vector", "classification", "train")}
+    for path in built.keras_files.values():
+        objects = config_objects(path)
+        assert_only_keras_classes(objects, path.name)
+        assert {o["class_name"] for o in objects if o.get("module") == "keras.layers"} <= KERAS_LAYERS
+        assert objects[0]["config"]["layers"][1]["class_name"] == "Normalization", "preprocessing comes first"
+    rows = built.to_dict()["artifact_rows"]
+    assert [r["path"].rsplit("/", 1)[-1] for r in rows][-3:] == [
+        "feature_vector.keras",
+        "classification.keras",
+        "train.keras",
+    ]
+    assert rows[-1]["params"] == count_params(get_variant("A0"), "train", include_top=True)
+
+
+def test_keras_files_in_a_plain_keras_project(built, tmp_path):
+    """The issue's downstream user: each .keras equals its SavedModel (1e-5), train.keras equals
+    classification.keras (the fusion bound); a head on feature_vector.keras fine-tunes with Adam;
+    train.keras fine-tunes in training mode and still fuses here to the same outputs."""
+    for path in built.keras_files.values():
+        shutil.copy(path, tmp_path / path.name)
+    images = _images(72, 56, batch=2, seed=4)
+    np.save(tmp_path / "images.npy", images)
+    (tmp_path / "user.py").write_text(KERAS_USER)
+    result = run_script(tmp_path / "user.py", str(tmp_path), cwd=tmp_path)
+    assert result.returncode == 0 and "keras user ok" in result.stdout, result.stderr[-3000:]
+
+    for task, key in (("feature_vector", "feature_vector"), ("classification", "logits")):
+        served = tf.saved_model.load(str(built.artifacts[task])).signatures["serving_default"]
+        reference = served(images=tf.constant(images))[key].numpy()
+        diff, _, tol = compare_outputs(reference, np.load(tmp_path / f"{task}.out.npy"), rtol=FORMAT_RTOL)
+        assert diff <= tol, f"{task}.keras vs SavedModel: {diff} > {tol}"
+    diff, _, tol = compare_outputs(np.load(tmp_path / "classification.out.npy"), np.load(tmp_path / "train.out.npy"))
+    assert diff <= tol, f"train.keras vs classification.keras: {diff} > {tol}"
+
+    trained = keras.saving.load_model(tmp_path / "trained.keras")
+    reference = np.load(tmp_path / "trained.out.npy")
+    assert not np.allclose(reference, np.load(tmp_path / "train.out.npy"), atol=1e-4), "fit changed nothing"
+    fused = fuse(trained)
+    diff, _, tol = compare_outputs(reference, np.asarray(fused(images)))
+    assert diff <= tol, f"fused fine-tuned train.keras: {diff} > {tol}"
+
+
+def test_a_keras_file_that_differs_from_its_savedmodel_fails_the_build(monkeypatch, tmp_path):
+    """The build check compares each reloaded .keras with its SavedModel: a bound it cannot meet
+    fails the build, naming the file, and leaves nothing behind."""
+    monkeypatch.setattr(build_mod, "FORMAT_RTOL", -1.0)
+    out = tmp_path / "a0"
+    with pytest.raises(BuildError, match=r"feature_vector\.keras differs from the feature_vector SavedModel"):
+        build_artifacts("A0", out, weights="random")
+    assert not out.exists() and list(tmp_path.iterdir()) == []

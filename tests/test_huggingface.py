@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import huggingface_hub
+import keras
 import numpy as np
 import pytest
 import tensorflow_hub as hub
@@ -22,12 +23,12 @@ import tf_keras
 import yaml
 from huggingface_hub import constants as hf_constants
 
-from repvgg_registry.errors import InvalidNameError, MissingTokenError
+from repvgg_registry.errors import HubStateError, InvalidNameError, MissingTokenError, NotPublishedError
 from repvgg_registry.publish.build import build_artifacts
 from repvgg_registry.publish.card import RANDOM_WEIGHTS_BANNER
-from repvgg_registry.publish.release import stage_release
-from repvgg_registry.publish.tasks import TASKS
-from repvgg_registry.registry import HubUnreachableError, LocalHub, VersionExistsError, open_hub
+from repvgg_registry.publish.release import ArtifactFiles, stage_release, staged_files
+from repvgg_registry.publish.tasks import RELEASE_TASKS, TASKS, TRAIN
+from repvgg_registry.registry import Handle, HubUnreachableError, LocalHub, VersionExistsError, open_hub
 from repvgg_registry.registry.huggingface import HuggingFaceHub, repo_card
 from repvgg_registry.registry.operations import publish_variant, verify
 
@@ -62,7 +63,8 @@ def test_two_versions_are_two_tagged_commits(standin, release, tmp_path):
     hf = _hf(url, "org1")
     first = hf.publish_staged("a0", _copy(release, tmp_path / "1"))
     second = hf.publish_staged("a0", _copy(release, tmp_path / "2"))
-    assert [v.handle.version for v in first] == [1, 1] and [v.handle.version for v in second] == [2, 2]
+    assert [v.handle.version for v in first] == [1, 1, 1] and [v.handle.version for v in second] == [2, 2, 2]
+    assert [v.handle.task for v in first] == list(RELEASE_TASKS)
     repo = state.repos["org1/repvgg-a0"]
     assert set(repo.tags) == {"v1", "v2"} and repo.tags["v2"] == repo.branches["main"]
     tree = repo.commits[repo.tags["v1"]]
@@ -72,6 +74,10 @@ def test_two_versions_are_two_tagged_commits(standin, release, tmp_path):
         "feature_vector.tar.gz",
         "classification.tar.gz",
         "feature_vector.manifest.json",
+        "feature_vector.keras",
+        "classification.keras",
+        "train.keras",
+        "train.manifest.json",
         "README.md",
     ):
         assert path in tree, path
@@ -83,8 +89,10 @@ def test_two_versions_are_two_tagged_commits(standin, release, tmp_path):
     assert rows == [
         ("repvgg/a0/feature_vector/1", "random"),
         ("repvgg/a0/classification/1", "random"),
+        ("repvgg/a0/train/1", "random"),
         ("repvgg/a0/feature_vector/2", "random"),
         ("repvgg/a0/classification/2", "random"),
+        ("repvgg/a0/train/2", "random"),
     ]
 
 
@@ -155,6 +163,19 @@ def test_model_card(standin, release, tmp_path):
     assert f"{url}/org5/repvgg-a0/resolve/v1/feature_vector.tar.gz" in card and "TFSMLayer" in card
     manifest = json.loads(repo.commits[repo.tags["v1"]]["feature_vector.manifest.json"].data)
     assert manifest["archive"]["sha256"] in card
+    keras_snippet = (
+        "import keras\n"
+        "from huggingface_hub import hf_hub_download\n"
+        'path = hf_hub_download("org5/repvgg-a0", "feature_vector.keras", revision="v1")\n'
+        "backbone = keras.saving.load_model(path)   # images in [0, 1], any size -> [batch, 1280]\n"
+    )
+    assert keras_snippet in card
+    # the .keras route comes first, the SavedModel routes after it
+    assert card.index("feature_vector.keras") < card.index("hub.KerasLayer") < card.index("TFSMLayer")
+    assert "Adam" in card and "cannot pin a tag" in card
+    for task in RELEASE_TASKS:
+        keras_sha = json.loads(repo.commits[repo.tags["v1"]][f"{task}.manifest.json"].data)["keras"]["sha256"]
+        assert f"| {task}.keras sha256 | `{keras_sha}` |" in card.splitlines()
 
 
 def test_failure_before_the_tag_leaves_no_tag_and_a_rerun_publishes(standin, release, tmp_path):
@@ -193,7 +214,11 @@ def test_cli_publish_and_versions_over_hf_endpoint(standin, tmp_path):
     env = {"HF_ENDPOINT": url, "HF_TOKEN": "hf_test_token", "HF_HOME": str(tmp_path / "hf-home")}
     proc = _cli(["publish", "A0", "--weights", "random", "--hub", "hf://cli-org", "--json"], env)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert json.loads(proc.stdout)[0]["handles"] == ["repvgg/a0/feature_vector/1", "repvgg/a0/classification/1"]
+    assert json.loads(proc.stdout)[0]["handles"] == [
+        "repvgg/a0/feature_vector/1",
+        "repvgg/a0/classification/1",
+        "repvgg/a0/train/1",
+    ]
     listing = _cli(["versions", "A0", "--hub", "hf://cli-org", "--json"], env)
     assert listing.returncode == 0, listing.stderr[-2000:]
     assert {row["version"] for row in json.loads(listing.stdout)} == {1}
@@ -272,9 +297,19 @@ def test_preflight_of_an_unreachable_hub_is_one_line():
 
 
 def _manifests(source: str, sha: str | None = None) -> dict:
-    archive = {"sha256": "a" * 64}
+    """Manifests shaped like a release's: all three tasks, a ``.keras`` record each, an archive for
+    the SavedModel tasks only (``train`` is a ``.keras`` file alone)."""
     weights = {"source": source, "sha256": sha}
-    return {task: {"weights": weights, "archive": archive, "created": "2026-01-01"} for task in TASKS}
+    output = {"name": "feature_vector", "num_features": 1280}
+
+    def manifest(task: str) -> dict:
+        data = {"weights": weights, "created": "2026-01-01", "output": output}
+        data["keras"] = {"name": f"{task}.keras", "size": 1, "sha256": "c" * 64}
+        if task in TASKS:
+            data["archive"] = {"name": f"{task}.tar.gz", "size": 1, "sha256": "a" * 64}
+        return data
+
+    return {task: manifest(task) for task in RELEASE_TASKS}
 
 
 def test_card_of_random_weights_has_a_banner():
@@ -297,3 +332,86 @@ def test_card_escapes_the_weights_file_name(source):
     assert len(re.findall(r"(?<!\\)\|", rows[0])) == 3  # still two cells: every other | is escaped
     if source.startswith("<img"):
         assert "&lt;img src=x onerror=alert\\(1\\)&gt;.safetensors" in rows[0]
+
+
+# ----- Keras 3 .keras files --------------------------------------------------------------------
+def test_tag_holds_the_three_keras_files_at_the_repo_root(standin, release, tmp_path):
+    """What the card tells users to do: hf_hub_download(..., revision="v1") gives the staged bytes,
+    and the fused feature vector loads in Keras 3 and takes any image size."""
+    state, url = standin
+    _hf(url, "org11").publish_staged("a0", _copy(release, tmp_path / "s"))
+    paths = {
+        task: huggingface_hub.hf_hub_download("org11/repvgg-a0", f"{task}.keras", revision="v1", endpoint=url)
+        for task in RELEASE_TASKS
+    }
+    for task, path in paths.items():
+        assert Path(path).read_bytes() == staged_files(release, task).keras.read_bytes(), task
+    backbone = keras.saving.load_model(paths["feature_vector"])
+    images = np.random.default_rng(1).random((1, 64, 48, 3), dtype=np.float32)
+    assert list(np.asarray(backbone(images)).shape) == [1, 1280]
+
+
+def test_versions_and_artifact_files_of_the_train_handle(standin, release, tmp_path):
+    state, url = standin
+    hf = _hf(url, "org12")
+    published = hf.publish_staged("a0", _copy(release, tmp_path / "s"))
+    files = hf.artifact_files(Handle.parse("repvgg/a0/train/1"))
+    assert isinstance(files, ArtifactFiles) and files.folder is None and files.archive is None
+    assert set(files.roles()) == {"keras", "manifest"}
+    assert files.keras.read_bytes() == staged_files(release, TRAIN).keras.read_bytes()
+    # only the train artifact was downloaded, not the SavedModels beside it
+    assert sorted(p.name for p in files.manifest.parent.iterdir()) == ["train.keras", "train.manifest.json"]
+    train = next(v for v in hf.versions("a0") if v.handle.task == TRAIN)
+    manifest = json.loads(staged_files(release, TRAIN).manifest.read_text())
+    assert train == published[-1]
+    assert str(train.handle) == "repvgg/a0/train/1" and train.sha256 == manifest["keras"]["sha256"]
+    assert train.location == f"{url}/org12/repvgg-a0/blob/v1/train.keras"
+
+
+def test_artifact_files_of_a_savedmodel_handle_has_every_role(standin, release, tmp_path):
+    state, url = standin
+    hf = _hf(url, "org13")
+    hf.publish_staged("a0", _copy(release, tmp_path / "s"))
+    files = hf.artifact_files(Handle.parse("repvgg/a0/classification/1"))
+    staged = staged_files(release, "classification")
+    assert set(files.roles()) == {"folder", "archive", "keras", "manifest"}
+    for role in ("archive", "keras", "manifest"):
+        assert files.roles()[role].read_bytes() == staged.roles()[role].read_bytes(), role
+    assert (files.folder / "saved_model.pb").is_file()
+    assert not (files.manifest.parent / "feature_vector.keras").exists()  # nothing of the other tasks
+
+
+def test_a_version_from_before_keras_files_has_no_train_handle(standin, release, tmp_path):
+    """An older release (SavedModels only) at tag v1 next to a current one at v2: versions skips
+    train for v1 instead of failing, and asking for its train handle is "not published"."""
+    state, url = standin
+    hf = _hf(url, "org14")
+    hf.publish_staged("a0", _copy(release, tmp_path / "s"))
+    api = huggingface_hub.HfApi(endpoint=url, token="hf_test_token")
+    old = [f"{task}.keras" for task in RELEASE_TASKS] + ["train.manifest.json"]
+    commit = api.create_commit(
+        "org14/repvgg-a0",
+        operations=[huggingface_hub.CommitOperationDelete(path) for path in old],
+        commit_message="an older layout",
+    )
+    repo = state.repos["org14/repvgg-a0"]
+    repo.tags = {"v1": commit.oid, "v2": repo.tags["v1"]}  # the older layout as the older version
+    rows = [str(v.handle) for v in hf.versions("a0")]
+    assert rows == [
+        "repvgg/a0/feature_vector/1",
+        "repvgg/a0/classification/1",
+        "repvgg/a0/feature_vector/2",
+        "repvgg/a0/classification/2",
+        "repvgg/a0/train/2",
+    ]
+    with pytest.raises(NotPublishedError, match="published before .keras files"):
+        hf.artifact_files(Handle.parse("repvgg/a0/train/1"))
+
+
+def test_a_staged_release_without_train_keras_is_refused_before_the_hub(standin, release, tmp_path):
+    state, url = standin
+    staged = _copy(release, tmp_path / "s")
+    staged_files(staged, TRAIN).keras.unlink()
+    with pytest.raises(HubStateError, match="train.keras: is missing from the staged release"):
+        _hf(url, "org15").publish_staged("a0", staged)
+    assert "org15/repvgg-a0" not in state.repos

@@ -5,34 +5,15 @@ train form does not crash under oneDNN."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import textwrap
-import zipfile
-from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
+from consumer import KERAS_LAYERS, assert_only_keras_classes, config_objects, keras_objects, run_script
 
 from repvgg_registry.variants import build_model, describe_model, fuse, randomize_batchnorm
 from repvgg_registry.variants.equivalence import compare_outputs, sample_images
-
-#: Every layer class either form uses (REFERENCE section 8).
-KERAS_LAYERS = {
-    "InputLayer",
-    "ZeroPadding2D",
-    "Conv2D",
-    "BatchNormalization",
-    "MaxPooling2D",
-    "Add",
-    "ReLU",
-    "GlobalAveragePooling2D",
-    "Dense",
-    "Multiply",
-}
 
 # Runs in a child process where `import repvgg_registry` fails.
 CONSUMER = textwrap.dedent(
@@ -104,59 +85,6 @@ FIT = textwrap.dedent(
 )
 
 
-def _child_env() -> dict:
-    env = dict(os.environ)
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    env.pop("PYTHONPATH", None)  # tests/ and the checkout stay out of the consumer's path
-    return env
-
-
-def _run(script: Path, *args: str, cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(script), *args],
-        cwd=cwd,
-        env=_child_env(),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
-def _config_classes(path: Path) -> list[dict]:
-    """Every serialised object in a .keras file's config.json."""
-    with zipfile.ZipFile(path) as archive:
-        return _objects(json.loads(archive.read("config.json")))
-
-
-def _objects(config) -> list[dict]:
-    """Every serialised object (a dict with a ``class_name``) in a Keras config."""
-    found = []
-
-    def walk(node):
-        if isinstance(node, dict):
-            if "class_name" in node:
-                found.append(node)
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, list):
-            for value in node:
-                walk(value)
-
-    walk(config)
-    return found
-
-
-def _assert_only_keras_classes(objects: list[dict], label: str) -> None:
-    for obj in objects:
-        if obj["class_name"] == "__keras_tensor__":  # a reference to a layer's output, not a class
-            continue
-        module = obj.get("module") or ""
-        registered = obj.get("registered_name") or ""
-        assert module == "keras" or module.startswith("keras."), f"{label}: {obj['class_name']} from {module!r}"
-        assert "repvgg" not in registered.lower() and "repvgg" not in module.lower(), f"{label}: {obj}"
-        assert obj["class_name"] != "Lambda", label
-
-
 def _close(reference, candidate, rtol: float) -> None:
     reference = np.asarray(reference, np.float64)
     diff = float(np.max(np.abs(reference - np.asarray(candidate, np.float64))))
@@ -176,15 +104,15 @@ def test_keras_files_load_train_and_fuse_without_the_package(tmp_path):
     for name, model in models.items():
         path = tmp_path / f"{name}.keras"
         model.save(path)
-        objects = _config_classes(path)
-        _assert_only_keras_classes(objects, name)
+        objects = config_objects(path)
+        assert_only_keras_classes(objects, name)
         layers = {o["class_name"] for o in objects if o.get("module") == "keras.layers"}
         assert layers <= KERAS_LAYERS, layers - KERAS_LAYERS
         expected[name] = np.asarray(model(images, training=False))
     assert expected["features"].shape == (2, 1280) and expected["deploy"].shape == (2, 1000)
 
     (tmp_path / "consumer.py").write_text(CONSUMER)
-    result = _run(tmp_path / "consumer.py", str(tmp_path), cwd=tmp_path)
+    result = run_script(tmp_path / "consumer.py", str(tmp_path), cwd=tmp_path)
     assert result.returncode == 0 and "consumer ok" in result.stdout, result.stderr[-3000:]
     for name in models:
         _close(expected[name], np.load(tmp_path / f"{name}.out.npy"), 1e-5)
@@ -204,8 +132,8 @@ def test_se_variant_config_names_only_keras_layers():
     """D2se's SE is GlobalAveragePooling2D(keepdims) + two 1x1 Conv2D + Multiply, not a custom layer
     or Dense on a 4-D tensor."""
     model = build_model("D2se", "train", input_shape=(64, 64, 3))
-    objects = _objects(keras.saving.serialize_keras_object(model))
-    _assert_only_keras_classes(objects, "D2se")
+    objects = keras_objects(keras.saving.serialize_keras_object(model))
+    assert_only_keras_classes(objects, "D2se")
     classes = {o["class_name"] for o in objects if o.get("module") == "keras.layers"}
     assert classes <= KERAS_LAYERS and {"Multiply", "GlobalAveragePooling2D"} <= classes
     se = [model.get_layer(f"stage1_block0.{part}") for part in ("se_pool", "se_down", "se_up", "se_gate")]
@@ -219,7 +147,7 @@ def test_fitting_the_train_form_stays_up(tmp_path):
     script = tmp_path / "fit.py"
     script.write_text(FIT)
     for seed in range(3):
-        result = _run(script, str(seed), cwd=tmp_path)
+        result = run_script(script, str(seed), cwd=tmp_path)
         assert result.returncode == 0 and "fit ok" in result.stdout, (
             f"fit {seed} exited {result.returncode}: {result.stderr[-2000:]}"
         )

@@ -162,7 +162,11 @@ def test_paths_check_every_part_of_a_handle(tmp_path):
             hub.paths(bad)
     with pytest.raises(InvalidNameError):
         hub.task_dir("a0", "feature_vector", namespace="../x")
-    assert hub.paths(FV1)[0] == tmp_path / "repvgg/a0/feature_vector/1"
+    files = hub.paths(FV1)
+    assert files.folder == tmp_path / "repvgg/a0/feature_vector/1"
+    assert files.keras == tmp_path / "repvgg/a0/feature_vector/1.keras"
+    train = hub.paths(Handle("repvgg", "a0", "train", 1))
+    assert (train.folder, train.archive, train.keras) == (None, None, tmp_path / "repvgg/a0/train/1.keras")
 
 
 def test_location_is_the_root(tmp_path):
@@ -383,7 +387,7 @@ def test_a_deleted_index_stops_publish_and_repair_brings_the_versions_back(tmp_p
     report = hub.repair()
     assert report.index == "missing" and report.written and report.backup is None
     assert sorted(report.added) == sorted(e["handle"] for e in original)
-    assert "4 added from manifests" in report.describe() and json.dumps(report.to_dict())
+    assert "6 added from manifests" in report.describe() and json.dumps(report.to_dict())
     rebuilt = {e["handle"]: e for e in json.loads((root / "index.json").read_text())["entries"]}
     for entry in original:
         again = rebuilt[entry["handle"]]
@@ -787,3 +791,79 @@ def test_repair_of_a_real_hub_verifies(real_hub, tmp_path):
     for v in hub.all_versions():
         report = verify(hub, str(v.handle))
         assert report.ok, report.problems
+
+
+def test_every_keras_file_of_a_real_version_is_checked_by_verify(real_hub, tmp_path):
+    """Each task's ``<N>.keras`` and ``train/<N>.keras`` are in the index and the manifests: a
+    flipped byte in any of them fails ``verify`` of its handle, naming the file."""
+    from repvgg_registry.registry.operations import verify
+
+    root = tmp_path / "hub"
+    shutil.copytree(real_hub, root, symlinks=True)
+    hub = LocalHub(root)
+    entries = {e["handle"]: e for e in hub.read_index()}
+    assert sorted(entries) == [f"repvgg/a0/{t}/1" for t in ("classification", "feature_vector", "train")]
+    train = entries["repvgg/a0/train/1"]
+    assert train["sha256"] == train["keras_sha256"] == sha256_file(root / "repvgg/a0/train/1.keras")
+    assert sorted(p.name for p in (root / "repvgg/a0/train").iterdir()) == ["1.keras", "1.manifest.json"]
+    for task in ("feature_vector", "classification", "train"):
+        handle = f"repvgg/a0/{task}/1"
+        assert verify(hub, handle).ok
+        path = root / "repvgg/a0" / task / "1.keras"
+        data = bytearray(path.read_bytes())
+        data[len(data) // 2] ^= 0x01
+        path.write_bytes(bytes(data))
+        report = verify(hub, handle)
+        assert not report.ok and report.problems[0] == "1.keras: sha256 differs from the hub's record", report.problems
+        assert "1.keras: sha256 differs from the manifest" in report.problems
+
+
+def test_a_truncated_keras_file_is_named_by_verify_of_its_path(real_hub, tmp_path):
+    """Verify of a path (no hub record) still compares with the manifest, and a file that is not a
+    zip any more is named, in one line."""
+    from repvgg_registry.publish.verify import verify_keras
+    from repvgg_registry.registry.operations import verify
+
+    root = tmp_path / "hub"
+    shutil.copytree(real_hub, root, symlinks=True)
+    path = root / "repvgg/a0/train/1.keras"
+    path.write_bytes(path.read_bytes()[:1000])
+    report = verify(LocalHub(root), str(path))
+    assert not report.ok and len(report.problems) == 1
+    assert report.problems[0].startswith("1.keras: size 1000 != ") and "in the manifest" in report.problems[0]
+    problems, _ = verify_keras(path, {"name": "logits", "num_classes": 1000})
+    assert problems == ["1.keras: not a .keras file (BadZipFile)"]
+
+
+def test_train_files_the_index_does_not_list_stop_publish_until_repair(tmp_path):
+    """``train/<N>.keras`` with its manifest is a published version on disk like the SavedModel
+    tasks: an index that lost it stops publish, and repair brings it back from its manifest."""
+    root = tmp_path / "hub"
+    hub = LocalHub(root)
+    _publish(hub, tmp_path, "v1")
+    index = json.loads((root / "index.json").read_text())
+    index["entries"] = [e for e in index["entries"] if e["task"] != "train"]
+    (root / "index.json").write_text(json.dumps(index))
+    with pytest.raises(HubStateError, match="repvgg/a0/train/1"):
+        _publish(hub, tmp_path, "v2")
+    assert hub.repair().added == ["repvgg/a0/train/1"]
+    assert [v.handle.task for v in hub.versions("a0")] == ["classification", "feature_vector", "train"]
+
+
+def test_a_version_from_before_keras_files_still_reads_and_repairs(tmp_path):
+    """Versions published before ``.keras`` files existed have no ``keras`` in their manifest and
+    no train handle: the hub still counts them as complete."""
+    root = tmp_path / "hub"
+    hub = LocalHub(root)
+    _publish(hub, tmp_path, "v1")
+    for task in TASKS:
+        manifest = root / "repvgg/a0" / task / "1.manifest.json"
+        data = json.loads(manifest.read_text())
+        del data["keras"]
+        manifest.write_text(json.dumps(data))
+        (root / "repvgg/a0" / task / "1.keras").unlink()
+    shutil.rmtree(root / "repvgg/a0/train")
+    (root / "index.json").unlink()
+    report = hub.repair()
+    assert sorted(report.added) == [f"repvgg/a0/{t}/1" for t in sorted(TASKS)] and report.incomplete == []
+    assert _publish(hub, tmp_path, "v2") == [2]

@@ -1,10 +1,12 @@
 """`serve` on Starlette and uvicorn: the TF Hub download contract (ETag, immutable caching, 304,
-HEAD, Range), refusals, a broken index, idle and vanishing clients, one log line per request,
-workers, and tensorflow_hub itself against this server and against plain static hosting.
+HEAD, Range), the .keras files of every task (train has no archive), refusals, a broken index, idle
+and vanishing clients, one log line per request, workers, and tensorflow_hub and Keras 3's
+``get_file`` against this server, tensorflow_hub against plain static hosting.
 
 The hub here is built without building a RepVGG: each version's folder holds a tiny Reusable
-SavedModel (feature_vector only), metadata.json and an incompressible payload, staged and published
-through LocalHub like a real release (tests/test_registry.py serves a real published A0)."""
+SavedModel (feature_vector only), metadata.json and an incompressible payload, and each .keras file
+is a stand-in (bytes, never loaded), staged and published through LocalHub like a real release
+(tests/test_registry.py serves a real published A0)."""
 
 from __future__ import annotations
 
@@ -30,8 +32,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_hub as hub
+from release_stubs import add_keras_stubs
 
 from repvgg_registry.publish.release import stage_release
+from repvgg_registry.publish.tasks import RELEASE_TASKS, TASKS
 from repvgg_registry.registry import LocalHub
 from repvgg_registry.registry.server import (
     KEEP_ALIVE_S,
@@ -44,6 +48,8 @@ from repvgg_registry.registry.server import (
 FV1 = "repvgg/a0/feature_vector/1"
 CL1 = "repvgg/a0/classification/1"
 CL2 = "repvgg/a0/classification/2"
+TR1 = "repvgg/a0/train/1"
+ALL_V1 = [f"repvgg/a0/{task}/1" for task in RELEASE_TASKS]
 #: One access line: ISO time (UTC, ms), client, method, target, status, bytes, duration.
 LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00 127\.0\.0\.1:\d+ (\S+) (\S+) (\d{3}) (\d+) \d+ms")
 OUTPUTS = {
@@ -88,14 +94,16 @@ def _stage(base: Path, version: int, source: str, payload: int) -> Path:
         }
         (folder / "metadata.json").write_text(json.dumps(meta))
         (folder / "payload.bin").write_bytes(np.random.default_rng(version).bytes(payload))
+    add_keras_stubs(staged, version, np.random.default_rng(version + 100).bytes(payload // 10))
     stage_release(staged)
     return staged
 
 
 @pytest.fixture(scope="module")
 def hub_root(tmp_path_factory):
-    """repvgg/a0/{feature_vector,classification}/{1,2}: version 1 random weights (2 MB archives),
-    version 2 timm weights (12 MB archives, big enough to leave mid-download)."""
+    """repvgg/a0/{feature_vector,classification,train}/{1,2}: version 1 random weights (2 MB
+    archives, 200 kB .keras stand-ins), version 2 timm weights (12 MB archives, big enough to leave
+    mid-download)."""
     base = tmp_path_factory.mktemp("server")
     root = base / "hub"
     local = LocalHub(root)
@@ -239,6 +247,9 @@ def test_a_missing_version_404_lists_the_published_ones(served):
         ("/repvgg/a0/classification/7?tf-hub-format=compressed", "not found: repvgg/a0/classification/7; "),
         ("/repvgg/a0/classification/7", "not found: repvgg/a0/classification/7; "),
         ("/repvgg/a0/classification/7.tar.gz", "not found: repvgg/a0/classification/7.tar.gz; "),
+        ("/repvgg/a0/classification/7.keras", "not found: repvgg/a0/classification/7.keras; "),
+        ("/repvgg/a0/train/7.keras", "not found: repvgg/a0/train/7.keras; "),
+        ("/repvgg/a0/train/7", "not found: repvgg/a0/train/7; "),
     ):
         status, _, body = served.request(path)
         assert status == 404 and body.decode() == expected + "published versions: 1, 2\n"
@@ -246,6 +257,144 @@ def test_a_missing_version_404_lists_the_published_ones(served):
     assert status == 404
     assert body.decode() == "not found: repvgg/b0/feature_vector/1; nothing is published as repvgg/b0/feature_vector\n"
     assert served.request("/repvgg/a0/feature_vector/01")[0] == 404
+
+
+@pytest.mark.parametrize("handle", ALL_V1)
+def test_keras_download_has_etag_immutable_caching_304_head_and_range(hub_root, served, handle):
+    data = (hub_root / f"{handle}.keras").read_bytes()
+    sha = _entry(hub_root, handle)["keras_sha256"]
+    status, headers, body = served.request(f"/{handle}.keras")
+    assert status == 200 and body == data and hashlib.sha256(body).hexdigest() == sha
+    assert headers["content-length"] == str(len(data)) and headers["etag"] == f'"{sha}"'
+    assert headers["cache-control"] == "public, max-age=31536000, immutable"
+    assert headers["content-type"] == "application/octet-stream" and headers["accept-ranges"] == "bytes"
+    task = handle.split("/")[2]
+    assert headers["content-disposition"] == f'attachment; filename="a0-{task}-1.keras"'
+    status, again, empty = served.request(f"/{handle}.keras", headers={"If-None-Match": f'W/"x", "{sha}"'})
+    assert status == 304 and empty == b"" and again["etag"] == f'"{sha}"'
+    status, head, nothing = served.request(f"/{handle}.keras", "HEAD")
+    assert status == 200 and nothing == b"" and head["content-length"] == str(len(data)) and head["etag"] == f'"{sha}"'
+    status, headers, part = served.request(f"/{handle}.keras", headers={"Range": "bytes=5-14"})
+    assert status == 206 and part == data[5:15] and headers["content-range"] == f"bytes 5-14/{len(data)}"
+
+
+def test_each_task_serves_its_own_keras_file(hub_root, served):
+    bodies = {handle: served.request(f"/{handle}.keras")[2] for handle in (*ALL_V1, "repvgg/a0/train/2")}
+    assert len(set(bodies.values())) == len(bodies)
+    assert all(body == (hub_root / f"{handle}.keras").read_bytes() for handle, body in bodies.items())
+
+
+def test_train_is_keras_only_a_clear_404_for_archives_and_a_page_for_people(served):
+    for path in (f"/{TR1}.tar.gz", f"/{TR1}?tf-hub-format=compressed", f"/{TR1}?tf-hub-format=uncompressed"):
+        status, headers, body = served.request(path)
+        text = body.decode()
+        assert status == 404 and headers["content-type"].startswith("text/plain") and text.count("\n") == 1, text
+        assert "train is a .keras-only artifact" in text and f"GET /{TR1}.keras" in text, text
+    assert served.request(f"/{TR1}.tar.gz", "HEAD")[0] == 404
+    status, headers, page = served.request(f"/{TR1}")
+    text = page.decode()
+    assert status == 200 and headers["content-type"].startswith("text/html")
+    assert "multi-branch train form" in text and "repvgg_registry.variants.fusion.fuse" in text
+    assert "deployed = fuse(model)" in text and "hub.KerasLayer" not in text and ".tar.gz" not in text
+    assert "output: logits [batch, 1000]" in text and "random weights, for pipeline tests only" in text
+
+
+def test_tensorflow_hub_gets_a_404_for_train(served, tmp_path, monkeypatch):
+    monkeypatch.setenv("TFHUB_CACHE_DIR", str(tmp_path / "cache"))
+    with pytest.raises(Exception, match="404"):
+        hub.resolve(f"{served.url}/{TR1}")
+
+
+@pytest.mark.parametrize("handle", ALL_V1)
+def test_the_page_shows_the_keras_snippet_first(hub_root, served, handle):
+    status, _, page = served.request(f"/{handle}")
+    text = page.decode()
+    sha = _entry(hub_root, handle)["keras_sha256"]
+    name = handle.replace("/", "-") + ".keras"
+    snippet = (
+        "import keras\n"
+        f'path = keras.utils.get_file("{name}", origin="{served.url}/{handle}.keras", file_hash="{sha}")\n'
+        "model = keras.saving.load_model(path)"
+    )
+    assert status == 200 and snippet in text and f'href="/{handle}.keras"' in text
+    assert f".keras sha256: {sha}" in text
+    if handle.split("/")[2] in TASKS:
+        layer = f'hub.KerasLayer("{served.url}/{handle}", trainable=True)'
+        assert layer in text and text.index(snippet) < text.index(layer)
+
+
+def test_keras_get_file_downloads_through_the_server(hub_root, served, tmp_path):
+    """Keras 3's own downloader, as a user calls it. ``cache_dir`` must exist: get_file silently
+    falls back to /tmp/.keras for a folder it cannot write to."""
+    import keras
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    for handle in ALL_V1:
+        data = (hub_root / f"{handle}.keras").read_bytes()
+        url = f"{served.url}/{handle}.keras"
+        own = tmp_path / handle.replace("/", "-")
+        own.mkdir()
+        assert Path(keras.utils.get_file(origin=url, cache_dir=str(own))).read_bytes() == data
+        # the page's form: a name per handle and the sha256 the index records
+        name = handle.replace("/", "-") + ".keras"
+        sha = _entry(hub_root, handle)["keras_sha256"]
+        path = Path(keras.utils.get_file(name, origin=url, file_hash=sha, cache_dir=str(shared)))
+        assert path.read_bytes() == data and path.name == name
+    # why the page names the file: unnamed, every handle's 1.keras is one cache entry
+    unnamed = tmp_path / "unnamed"
+    unnamed.mkdir()
+    first, second = (keras.utils.get_file(origin=f"{served.url}/{h}.keras", cache_dir=str(unnamed)) for h in (FV1, CL1))
+    assert first == second and Path(second).read_bytes() != (hub_root / f"{CL1}.keras").read_bytes()
+
+
+def test_index_json_rows_name_the_keras_and_archive_urls(hub_root, served):
+    rows = {r["handle"]: r for r in json.loads(served.request("/index.json")[2])}
+    for handle in ALL_V1:
+        row, entry = rows[handle], _entry(hub_root, handle)
+        assert row["keras_url"] == f"{served.url}/{handle}.keras"
+        assert (row["keras_sha256"], row["keras_size"]) == (entry["keras_sha256"], entry["keras_size"])
+        assert row["keras_size"] == (hub_root / f"{handle}.keras").stat().st_size
+    assert rows[CL1]["archive_url"] == f"{served.url}/{CL1}.tar.gz" and "archive_url" not in rows[TR1]
+    assert rows[TR1]["sha256"] == rows[TR1]["keras_sha256"]
+
+
+def test_a_version_from_before_keras_files_has_no_keras_route(own_hub):
+    index = own_hub.root / "index.json"
+    data = json.loads(index.read_text())
+    for entry in data["entries"]:
+        if entry["handle"] == CL1:
+            del entry["keras_sha256"], entry["keras_size"]
+    index.write_text(json.dumps(data))
+    (own_hub.root / f"{CL1}.keras").unlink()
+    status, _, body = own_hub.request(f"/{CL1}.keras")
+    assert (
+        status == 404
+        and body.decode() == f"not found: {CL1}.keras; this version was published before .keras files existed\n"
+    )
+    status, _, page = own_hub.request(f"/{CL1}")
+    assert status == 200 and b"keras.utils.get_file" not in page and b"hub.KerasLayer" in page
+    assert f'href="/{CL1}.keras"'.encode() not in page
+    rows = {r["handle"]: r for r in json.loads(own_hub.request("/index.json")[2])}
+    assert "keras_url" not in rows[CL1] and "keras_url" in rows[CL2]
+    assert own_hub.request(f"/{CL1}.tar.gz")[0] == 200
+
+
+def test_a_symlinked_or_missing_keras_file_is_404(own_hub, tmp_path):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("secret")
+    keras_file = own_hub.root / f"{TR1}.keras"
+    keras_file.unlink()
+    status, _, body = own_hub.request(f"/{TR1}.keras")
+    assert status == 404 and body == f"not found: {TR1}.keras\n".encode()
+    keras_file.symlink_to(secret)
+    status, _, body = own_hub.request(f"/{TR1}.keras")
+    assert status == 404 and b"secret" not in body
+    keras_file.unlink()
+    keras_file.symlink_to(own_hub.root / "repvgg/a0/train/2.keras")
+    assert own_hub.request(f"/{TR1}.keras")[0] == 404
+    assert own_hub.request("/repvgg/a0/train/2.keras")[0] == 200
+    assert any("outside the hub" in line for line in own_hub.lines)
 
 
 # ----- pages -----------------------------------------------------------------------------------
@@ -281,12 +430,14 @@ def test_model_page_escapes_metadata(own_hub):
 def test_listing_and_index_json_without_server_paths(hub_root, served):
     status, headers, listing = served.request("/")
     assert status == 200 and headers["content-type"].startswith("text/html")
-    for handle in (FV1, CL1, CL2, "repvgg/a0/feature_vector/2"):
-        assert f'href="/{handle}"'.encode() in listing
+    handles = {f"repvgg/a0/{task}/{n}" for task in RELEASE_TASKS for n in (1, 2)}
+    for handle in handles:
+        assert f'href="/{handle}"'.encode() in listing and f'href="/{handle}.keras"'.encode() in listing
+    assert f'href="/{TR1}.tar.gz"'.encode() not in listing and f'href="/{CL1}.tar.gz"'.encode() in listing
     status, headers, body = served.request("/index.json")
     rows = json.loads(body)
     assert status == 200 and headers["content-type"] == "application/json"
-    assert {r["handle"] for r in rows} == {FV1, CL1, CL2, "repvgg/a0/feature_vector/2"}
+    assert {r["handle"] for r in rows} == handles
     assert all(r["sha256"] == _entry(hub_root, r["handle"])["sha256"] and "location" not in r for r in rows)
     assert str(hub_root).encode() not in body and str(hub_root.resolve()).encode() not in body
 
@@ -311,6 +462,18 @@ def test_listing_and_index_json_without_server_paths(hub_root, served):
         "/repvgg/a0/feature_vector/1.manifest.json",
         "/.lock",
         "/repvgg/a0/feature_vector/1/",
+        "/repvgg/a0/train/1.tar.gz",
+        "/repvgg/a0/train/1.manifest.json",
+        "/repvgg/a0/train/1/1.keras",
+        "/repvgg/a0/train/1.keras/",
+        "/repvgg/a0/train/..keras",
+        "/repvgg/a0/train/.keras",
+        "/repvgg/a0/train/1.keras.tar.gz",
+        "/repvgg/a0/train/1.tar.gz.keras",
+        "/repvgg/a0/train/%2e%2e.keras",
+        "/repvgg/a0/train/1/../../feature_vector/1.keras",
+        "/repvgg/a0/../../index.keras",
+        "/repvgg/a0/classification/1/saved_model.keras",
     ],
 )
 def test_traversal_is_refused(served, path):

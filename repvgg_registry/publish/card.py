@@ -61,10 +61,16 @@ def model_card(meta: dict, *, handle: str | None = None) -> str:
             "outputs, not the 1001 of Google's TF Hub classifiers."
         )
         head = "tf_keras.layers.Softmax()"
+        keras_use = "probabilities = keras.ops.softmax(model(images))       # images in [0, 1], any size"
     else:
         out_line = f"`feature_vector`: float32 `[batch, {output['num_features']}]`, globally pooled features."
         head = "tf_keras.layers.Dense(5)"
+        keras_use = (
+            f"model = keras.Sequential([keras.Input(({size}, {size}, 3)), model, keras.layers.Dense(5)])\n"
+            'model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))'
+        )
     weights = meta["weights"]
+    keras_where = f"{handle}.keras" if handle else f"path/to/{task}.keras"
     provenance = markdown_text(weights["source"])
     if weights.get("sha256"):
         provenance += f" (sha256 `{markdown_text(weights['sha256'])}`)"
@@ -98,6 +104,19 @@ re-parameterization: every block is one 3x3 convolution + ReLU. Built by repvgg-
 
 ## Use
 
+Keras 3 (what `pip install tensorflow` gives): the same network ships as `{task}.keras` beside
+this folder (`<N>.keras` in a hub), made of Keras' own layers only, so it loads without
+repvgg-registry and fine-tunes with any optimizer:
+
+```python
+import keras
+model = keras.saving.load_model("{keras_where}")
+{keras_use}
+```
+
+`train.keras` beside it is the multi-branch train form with its head: fine-tune that (the RepVGG
+authors' advice), then fuse it with `repvgg_registry.variants.fusion.fuse`.
+
 tf_keras with `tensorflow_hub` (fine-tunable, `trainable=True`):
 
 ```python
@@ -109,7 +128,9 @@ model = tf_keras.Sequential([
 ])
 ```
 
-Keras 3:
+Keras 3 can also call this SavedModel through `TFSMLayer` (a local folder only). Fine-tuning it that
+way needs an SGD-style optimizer in Keras 3.15: Adam fails with
+`'<name>:0_momentum' is not a valid scope name`. For fine-tuning, use the `.keras` file.
 
 ```python
 import keras

@@ -1,4 +1,5 @@
-"""Check a published artifact against its manifest, byte by byte, then load and call it."""
+"""Check a published artifact against its manifest, byte by byte, then load and call it: the
+SavedModel with TensorFlow, the ``.keras`` file with ``keras.saving.load_model`` as a user would."""
 
 from __future__ import annotations
 
@@ -9,19 +10,28 @@ import numpy as np
 
 from ..hashing import sha256_file
 from .archive import archive_members, walk_files
-from .tasks import OUTPUT_KEYS
+from .release import ArtifactFiles
+from .tasks import OUTPUT_KEYS, output_width
+
+#: The input every check runs: small, non-square, mid-grey.
+_PROBE_SHAPE = (1, 64, 48, 3)
 
 
-def verify_artifact(folder: Path, archive: Path, manifest_file: Path) -> tuple[list[str], dict]:
-    """Return (problems, signature info). Each problem is one line naming the file."""
-    problems: list[str] = []
-    try:
-        manifest = json.loads(manifest_file.read_text())
-        listed = {entry["path"]: entry for entry in manifest["files"]}
-        task = manifest["task"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        return [f"{manifest_file.name}: unreadable manifest ({exc.__class__.__name__})"], {}
+def _check_file(path: Path, record: dict, problems: list[str]) -> bool:
+    """Size and sha256 of one file against its manifest record; False (and a problem) if off."""
+    if not path.is_file():
+        problems.append(f"{path.name}: missing")
+    elif path.stat().st_size != record.get("size", path.stat().st_size):
+        problems.append(f"{path.name}: size {path.stat().st_size} != {record['size']} in the manifest")
+    elif sha256_file(path) != record["sha256"]:
+        problems.append(f"{path.name}: sha256 differs from the manifest")
+    else:
+        return True
+    return False
 
+
+def _check_folder(folder: Path, manifest: dict, problems: list[str]) -> None:
+    listed = {entry["path"]: entry for entry in manifest["files"]}
     try:
         present = (
             {p.relative_to(folder).as_posix(): p for p in walk_files(folder, follow_links=True)}
@@ -29,7 +39,8 @@ def verify_artifact(folder: Path, archive: Path, manifest_file: Path) -> tuple[l
             else {}
         )
     except ValueError as exc:  # a symlinked folder inside a version: never followed (loops)
-        return [str(exc)], {}
+        problems.append(str(exc))
+        return
     for rel, entry in listed.items():
         path = present.get(rel)
         if path is None:
@@ -40,23 +51,40 @@ def verify_artifact(folder: Path, archive: Path, manifest_file: Path) -> tuple[l
             problems.append(f"{rel}: sha256 differs from the manifest")
     problems += [f"{rel}: not in the manifest" for rel in present if rel not in listed]
 
-    if not archive.is_file():
-        problems.append(f"{archive.name}: missing")
-    elif sha256_file(archive) != manifest["archive"]["sha256"]:
-        problems.append(f"{archive.name}: sha256 differs from the manifest")
-    else:
-        try:
-            members = archive_members(archive)
-        except Exception as exc:  # a corrupt archive can fail in many ways
-            problems.append(f"{archive.name}: unreadable ({exc.__class__.__name__})")
-        else:
-            if members != {rel: entry["sha256"] for rel, entry in listed.items()}:
-                problems.append(f"{archive.name}: contents differ from the manifest")
 
+def _check_archive(archive: Path, manifest: dict, problems: list[str]) -> None:
+    if not _check_file(archive, manifest["archive"], problems):
+        return
+    try:
+        members = archive_members(archive)
+    except Exception as exc:  # a corrupt archive can fail in many ways
+        problems.append(f"{archive.name}: unreadable ({exc.__class__.__name__})")
+        return
+    if members != {entry["path"]: entry["sha256"] for entry in manifest["files"]}:
+        problems.append(f"{archive.name}: contents differ from the manifest")
+
+
+def verify_artifact(files: ArtifactFiles) -> tuple[list[str], dict]:
+    """Check every file of one published artifact against its manifest, byte by byte, then load
+    and run what it holds (the SavedModel, and the ``.keras``). Returns (problems, signature info);
+    each problem is one line naming the file."""
+    problems: list[str] = []
+    try:
+        manifest = json.loads(files.manifest.read_text())
+        task = manifest["task"]
+        if files.folder is not None:
+            _check_folder(files.folder, manifest, problems)
+            _check_archive(files.archive, manifest, problems)
+        if "keras" in manifest:
+            _check_file(files.keras, manifest["keras"], problems)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        return [f"{files.manifest.name}: unreadable manifest ({exc.__class__.__name__})"], {}
     signature: dict = {}
-    if not problems:
-        more, signature = verify_savedmodel(folder, task)
-        problems += more
+    if not problems and files.folder is not None:
+        problems, signature = verify_savedmodel(files.folder, task)
+    if not problems and "keras" in manifest:
+        problems, keras_signature = verify_keras(files.keras, manifest["output"])
+        signature = signature or keras_signature
     return problems, signature
 
 
@@ -76,13 +104,13 @@ def verify_savedmodel(folder: Path, task: str) -> tuple[list[str], dict]:
     problems: list[str] = []
     try:
         meta = json.loads((folder / "metadata.json").read_text())
-        width = meta["output"].get("num_classes") or meta["output"].get("num_features")
+        width = output_width(meta["output"])
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         return [f"metadata.json: unreadable ({exc.__class__.__name__})"], {}
     try:
         obj = tf.saved_model.load(str(folder))
         sig = obj.signatures["serving_default"]
-        out = sig(images=tf.constant(np.full((1, 64, 48, 3), 0.5, np.float32)))[OUTPUT_KEYS[task]].numpy()
+        out = sig(images=tf.constant(np.full(_PROBE_SHAPE, 0.5, np.float32)))[OUTPUT_KEYS[task]].numpy()
     except Exception as exc:
         problems.append(f"saved_model.pb: does not load or run ({exc.__class__.__name__})")
         return problems, {}
@@ -94,3 +122,49 @@ def verify_savedmodel(folder: Path, task: str) -> tuple[list[str], dict]:
         "output": OUTPUT_KEYS[task],
         "shape": list(out.shape),
     }
+
+
+def _foreign_classes(config: object) -> list[str]:
+    """Classes in a ``.keras`` config that are not Keras' own (they would need custom code)."""
+    found = []
+    if isinstance(config, dict):
+        module = config.get("module")
+        if "class_name" in config and isinstance(module, str) and module.split(".")[0] != "keras":
+            found.append(f"{module}.{config['class_name']}")
+        for value in config.values():
+            found += _foreign_classes(value)
+    elif isinstance(config, list):
+        for value in config:
+            found += _foreign_classes(value)
+    return found
+
+
+def read_keras_config(path: Path) -> dict:
+    """The model config inside a ``.keras`` file (a zip holding ``config.json``), without loading it."""
+    import zipfile
+
+    with zipfile.ZipFile(path) as archive:
+        return json.loads(archive.read("config.json"))
+
+
+def verify_keras(path: Path, output: dict) -> tuple[list[str], dict]:
+    """Open a ``.keras`` the way a user does (``keras.saving.load_model``, default safe mode), check
+    that its config names only Keras' own classes, and run it on a small batch: one finite output
+    of the width ``output`` (metadata.json's or the manifest's) promises. Returns (problems, signature)."""
+    import keras
+
+    try:
+        foreign = _foreign_classes(read_keras_config(path))
+    except Exception as exc:  # not a zip, no config.json, not JSON: a truncated or foreign file
+        return [f"{path.name}: not a .keras file ({exc.__class__.__name__})"], {}
+    if foreign:
+        return [f"{path.name}: needs custom code to load ({foreign[0]})"], {}
+    try:
+        model = keras.saving.load_model(path)
+        out = np.asarray(model(np.full(_PROBE_SHAPE, 0.5, np.float32), training=False))
+    except Exception as exc:
+        return [f"{path.name}: does not load or run with keras.saving.load_model ({exc.__class__.__name__})"], {}
+    width = output_width(output)
+    if out.shape != (1, width) or not np.all(np.isfinite(out)):
+        return [f"{path.name}: gives shape {list(out.shape)}, expected [1, {width}] and finite values"], {}
+    return [], {"name": "keras", "input": "images", "output": output.get("name", "?"), "shape": list(out.shape)}

@@ -1,11 +1,13 @@
 """The Hugging Face Hub as a hub: one repo per variant, one commit and one tag per version.
 
 ``hf://my-org`` publishes RepVGG-B3g4 to ``my-org/repvgg-b3g4``: each version is one commit holding
-``feature_vector/``, ``classification/``, their ``.tar.gz`` archives (the same bytes as the local
-hub's), their manifests and a ``README.md`` model card, and the tag ``v<N>`` on exactly that commit.
-Versions are read from the tags. The commit names its parent (``parent_commit``), so two racing
-publishers cannot interleave, and a tag is never moved or reused: a failure before the tag leaves
-no tag, and a rerun publishes cleanly.
+the whole staged release at the repo root (``feature_vector/``, ``classification/``, their
+``.tar.gz`` archives, ``feature_vector.keras``, ``classification.keras``, ``train.keras`` and every
+manifest: the same bytes as the local hub's) and a ``README.md`` model card, and the tag ``v<N>`` on
+exactly that commit. Versions are read from the tags; a version published before ``.keras`` files
+existed has no ``train.manifest.json`` and so no ``train`` handle. The commit names its parent
+(``parent_commit``), so two racing publishers cannot interleave, and a tag is never moved or reused:
+a failure before the tag leaves no tag, and a rerun publishes cleanly.
 
 Every call to the hub (here and the timm weights download) goes through :func:`hf_call`, which
 fails fast, quietly and in one line:
@@ -30,6 +32,7 @@ from typing import TypeVar
 
 from ..errors import (
     HubError,
+    HubStateError,
     HubUnreachableError,
     InvalidNameError,
     MissingTokenError,
@@ -48,8 +51,8 @@ from ..hf_client import (
     quiet_hf,
 )
 from ..publish.card import RANDOM_WEIGHTS_BANNER, markdown_text, yaml_header
-from ..publish.release import archive_path, manifest_path
-from ..publish.tasks import TASKS
+from ..publish.release import ArtifactFiles, artifact_files, primary_record, staged_files
+from ..publish.tasks import RELEASE_TASKS, TRAIN, has_savedmodel, output_width
 from .hub import (
     DEFAULT_NAMESPACE,
     Handle,
@@ -239,35 +242,54 @@ class HuggingFaceHub(Hub):
                 found[int(match.group(1))] = tag.target_commit
         return found
 
-    def _manifest(self, repo_id: str, task: str, revision: str) -> dict:
+    def _manifest(self, repo_id: str, task: str, revision: str) -> dict | None:
+        """The manifest of ``task`` at ``revision``; None for ``train`` at a version published
+        before ``.keras`` files existed (no ``train.manifest.json`` there), which is no error."""
         from huggingface_hub import hf_hub_download
+        from huggingface_hub.errors import RemoteEntryNotFoundError
 
-        path = self._call(
-            f"download of {task}.manifest.json",
-            lambda: hf_hub_download(repo_id, f"{task}.manifest.json", revision=revision, endpoint=self.api.endpoint),
-        )
+        name = artifact_files(Path(task), task).manifest.name
+        try:
+            path = self._call(
+                f"download of {name}",
+                lambda: hf_hub_download(repo_id, name, revision=revision, endpoint=self.api.endpoint),
+            )
+        except RemoteEntryNotFoundError:
+            if has_savedmodel(task):
+                raise
+            return None
         return json.loads(Path(path).read_text())
+
+    def _info(self, repo_id: str, handle: Handle, manifest: dict) -> VersionInfo:
+        """One ``versions`` row: the sha256 of what the handle fetches (:func:`primary_record`) and
+        where it lives on the hub (the SavedModel folder, or ``train.keras``)."""
+        files = artifact_files(Path(handle.task), handle.task)
+        tag = f"v{handle.version}"
+        where = f"tree/{tag}/{files.folder}" if files.folder is not None else f"blob/{tag}/{files.keras}"
+        return VersionInfo(
+            handle,
+            manifest["created"],
+            manifest["weights"]["source"],
+            primary_record(manifest)["sha256"],
+            f"{self.api.endpoint}/{repo_id}/{where}",
+        )
 
     @_hub_method
     def versions(self, variant: str) -> list[VersionInfo]:
         repo_id = repo_id_for(self.hf_namespace, variant)
         rows = []
         for number, commit in sorted(self._tags(repo_id).items()):
-            for task in TASKS:
+            for task in RELEASE_TASKS:
                 manifest = self._manifest(repo_id, task, commit)
-                rows.append(
-                    VersionInfo(
-                        Handle(self.namespace, variant.lower(), task, number),
-                        manifest["created"],
-                        manifest["weights"]["source"],
-                        manifest["archive"]["sha256"],
-                        f"{self.api.endpoint}/{repo_id}/tree/v{number}/{task}",
-                    )
-                )
+                if manifest is not None:
+                    rows.append(self._info(repo_id, Handle(self.namespace, variant.lower(), task, number), manifest))
         return rows
 
     @_hub_method
-    def artifact_files(self, handle: Handle) -> tuple[Path, Path, Path]:
+    def artifact_files(self, handle: Handle) -> ArtifactFiles:
+        """Downloads only the files of ``handle`` at its tag (``{task}/*``, ``{task}.tar.gz``,
+        ``{task}.keras``, ``{task}.manifest.json``; for ``train`` the last two), not the whole
+        release, and names them by the release's one naming rule."""
         from huggingface_hub import snapshot_download
 
         repo_id = repo_id_for(self.hf_namespace, handle.variant)
@@ -286,12 +308,20 @@ class HuggingFaceHub(Hub):
                 lambda: snapshot_download(
                     repo_id,
                     revision=tag,
-                    allow_patterns=[f"{task}/*", f"{task}.tar.gz", f"{task}.manifest.json"],
+                    allow_patterns=_download_patterns(task),
                     endpoint=self.api.endpoint,
                 ),
             )
         )
-        return root / task, archive_path(root, task), manifest_path(root, task)
+        files = artifact_files(root / task, task)
+        if task == TRAIN and not files.manifest.is_file():
+            raise NotPublishedError(
+                f"{repo_id} {tag} has no {files.manifest.name}: it was published before .keras files, so it has "
+                f"no {task} handle; see 'repvgg-registry versions --hub {self.location}'",
+                handle=str(handle),
+                available=tuple(sorted(tags)),
+            )
+        return files
 
     # ----- writing -----------------------------------------------------------------------
     @_hub_method
@@ -301,6 +331,7 @@ class HuggingFaceHub(Hub):
 
         key = variant.lower()
         repo_id = repo_id_for(self.hf_namespace, key)
+        manifests = _read_staged(staged)  # before anything reaches the hub
         self._call(
             f"create_repo({repo_id})",
             lambda: self.api.create_repo(repo_id, private=self.private, exist_ok=True),
@@ -313,7 +344,6 @@ class HuggingFaceHub(Hub):
         info = self._call(f"repo_info({repo_id})", lambda: self.api.repo_info(repo_id))
         parent = info.sha
         existing = {s.rfilename for s in (info.siblings or [])}
-        manifests = {task: json.loads(manifest_path(staged, task).read_text()) for task in TASKS}
         card = repo_card(key, version, manifests, repo_id, self.api.endpoint)
 
         files = {p.relative_to(staged).as_posix(): p for p in sorted(staged.rglob("*")) if p.is_file()}
@@ -347,15 +377,35 @@ class HuggingFaceHub(Hub):
                 f"could not tag {repo_id} v{version}: {first_line(exc)}; rerun (an untagged commit is no version)"
             ) from None
         return [
-            VersionInfo(
-                Handle(self.namespace, key, task, version),
-                manifests[task]["created"],
-                manifests[task]["weights"]["source"],
-                manifests[task]["archive"]["sha256"],
-                f"{self.api.endpoint}/{repo_id}/tree/v{version}/{task}",
-            )
-            for task in TASKS
+            self._info(repo_id, Handle(self.namespace, key, task, version), manifests[task]) for task in RELEASE_TASKS
         ]
+
+
+def _download_patterns(task: str) -> list[str]:
+    """``snapshot_download`` patterns for exactly the files of one artifact at the repo root."""
+    files = artifact_files(Path(task), task)
+    patterns = [f"{files.folder}/*"] if files.folder is not None else []
+    return patterns + [path.as_posix() for role, path in files.roles().items() if role != "folder"]
+
+
+def _read_staged(staged: Path) -> dict[str, dict]:
+    """``{task: manifest}`` of a staged release, for every task of a release. A file that is
+    missing (a ``.keras`` above all, which older stagings lack) stops the publish here, before a
+    commit that would make a version without it."""
+    manifests = {}
+    for task in RELEASE_TASKS:
+        files = staged_files(staged, task)
+        for role, path in files.roles().items():
+            present = path.is_dir() if role == "folder" else path.is_file()
+            if not present:
+                raise HubStateError(path, "is missing from the staged release", "stage the build again and rerun")
+        try:
+            manifests[task] = json.loads(files.manifest.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise HubStateError(
+                files.manifest, f"is not a readable manifest ({type(exc).__name__})", "stage the build again and rerun"
+            ) from None
+    return manifests
 
 
 # ----- the model card ----------------------------------------------------------------------
@@ -370,39 +420,88 @@ def _markdown_digest(value: object) -> str:
     return f"`{text}`" if _SHA256.fullmatch(text) else markdown_text(text)
 
 
+def _digest_rows(manifests: dict[str, dict]) -> str:
+    """The card's sha256 rows: the three ``.keras`` files first (the Keras 3 route), then the
+    TF Hub archives, each as its manifest records it."""
+    rows = [
+        f"| {manifests[task]['keras']['name']} sha256 | {_markdown_digest(manifests[task]['keras']['sha256'])} |"
+        for task in RELEASE_TASKS
+    ]
+    rows += [
+        f"| {manifests[task]['archive']['name']} sha256 | {_markdown_digest(manifests[task]['archive']['sha256'])} |"
+        for task in RELEASE_TASKS
+        if has_savedmodel(task)
+    ]
+    return "\n".join(rows)
+
+
 def repo_card(variant: str, version: int, manifests: dict[str, dict], repo_id: str, endpoint: str) -> str:
-    """The repo's README.md: front matter, numbers, provenance and copy-paste snippets. Values that
-    come from outside (the weights file's name) are escaped; random weights get a banner."""
-    meta = json.loads(json.dumps(manifests["classification"]))
-    weights = meta["weights"]
+    """The repo's README.md: front matter, numbers, provenance and copy-paste snippets, the Keras 3
+    ``.keras`` route first (it is the one that loads and fine-tunes in Keras 3), pinned to the
+    version's tag through ``hf_hub_download``: ``keras.saving.load_model("hf://...")`` always loads
+    ``main`` and cannot pin one. Values that come from outside (the weights file's name) are
+    escaped; random weights get a banner."""
+    weights = manifests["classification"]["weights"]
     header = yaml_header(
         {"task": "classification", "license": "MIT"},
-        extra_tags=("feature-extraction", f"repvgg-{variant}"),
+        extra_tags=("feature-extraction", "keras", f"repvgg-{variant}"),
     )
     tag = f"v{version}"
+    width = output_width(manifests["feature_vector"].get("output") or {}) or "N"
     random_weights = any(m.get("weights", {}).get("source") == "random" for m in manifests.values())
     banner = f"\n> **Warning: {RANDOM_WEIGHTS_BANNER}.**\n" if random_weights else ""
     return f"""{header}
-# RepVGG-{variant.upper() if len(variant) <= 2 else variant} (fused) for TensorFlow / TF Hub
+# RepVGG-{variant.upper() if len(variant) <= 2 else variant} for Keras 3 and TensorFlow / TF Hub
 {banner}
-Two TF Hub Reusable SavedModels of the fused (deploy-form) network, published by repvgg-registry:
+Published by repvgg-registry. Every model takes images float32 `[batch, height, width, 3]` in
+[0, 1], of any size, and normalises them (ImageNet mean/std) inside.
 
-* `feature_vector/`: images float32 `[batch, height, width, 3]` in [0, 1] -> `feature_vector`
-* `classification/`: the same input -> `logits` `[batch, 1000]` (ImageNet-1k, no background class;
-  labels in `classification/assets/labels.txt`)
+Keras 3 (`keras.saving.load_model`, no custom objects, the default `safe_mode`):
 
-Normalisation (ImageNet mean/std) happens inside the models. Each folder has its own
-`metadata.json` (params, GMACs, fusion check) and model card; `<task>.tar.gz` is the TF Hub archive
-and `<task>.manifest.json` lists every file's sha256.
+* `feature_vector.keras`: the fused (deploy-form) network -> `[batch, {width}]` features
+* `classification.keras`: the fused network with its head -> logits `[batch, 1000]` (ImageNet-1k,
+  no background class)
+* `train.keras`: the multi-branch train form with the same head: fine-tune this one, then fuse it
+
+TF Hub Reusable SavedModels of the same fused network (tf_keras and `tensorflow_hub`):
+
+* `feature_vector/`, `classification/` (labels in `classification/assets/labels.txt`), each with
+  its own `metadata.json` (params, GMACs, fusion check) and model card; `<task>.tar.gz` is the TF
+  Hub archive
+
+`<task>.manifest.json` lists the sha256 of every file of the artifact.
 
 | | |
 |---|---|
 | version | {tag} |
 | weights | {markdown_text(weights["source"])} (sha256 {_markdown_digest(weights.get("sha256"))}) |
-| feature_vector.tar.gz sha256 | {_markdown_digest(manifests["feature_vector"]["archive"]["sha256"])} |
-| classification.tar.gz sha256 | {_markdown_digest(manifests["classification"]["archive"]["sha256"])} |
+{_digest_rows(manifests)}
 
 ## Use
+
+Keras 3, pinned to this version:
+
+```python
+import keras
+from huggingface_hub import hf_hub_download
+path = hf_hub_download("{repo_id}", "feature_vector.keras", revision="{tag}")
+backbone = keras.saving.load_model(path)   # images in [0, 1], any size -> [batch, {width}]
+```
+
+`keras.saving.load_model("hf://{repo_id}")` always loads `main` and cannot pin a tag, hence
+`hf_hub_download(..., revision="{tag}")`.
+
+To fine-tune, train the train form (any Keras optimizer, Adam included), then fuse it into one
+3x3 conv per block:
+
+```python
+from repvgg_registry.variants import fuse
+train = keras.saving.load_model(hf_hub_download("{repo_id}", "train.keras", revision="{tag}"))
+# train.fit(...)
+deploy = fuse(train)   # same outputs in inference mode
+```
+
+tf_keras with `tensorflow_hub` (fine-tunable with `trainable=True`):
 
 ```python
 import huggingface_hub, tensorflow_hub as hub
@@ -416,7 +515,9 @@ Straight from a URL (tensorflow_hub downloads and caches the archive):
 backbone = hub.KerasLayer("{endpoint}/{repo_id}/resolve/{tag}/feature_vector.tar.gz")
 ```
 
-Keras 3:
+The SavedModel in Keras 3 (inference; fine-tuning through `TFSMLayer` needs an SGD-style optimizer
+in Keras 3.15, Adam fails with `'<name>:0_momentum' is not a valid scope name`: fine-tune the
+`.keras` files instead):
 
 ```python
 import keras

@@ -6,15 +6,24 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import shutil
 from pathlib import Path
 
 from ..errors import NotPublishedError
 from ..hashing import sha256_file
 from ..publish.build import Reporter, build_artifacts, is_build_folder
-from ..publish.release import release_files, stage_release
-from ..publish.tasks import TASKS
-from ..publish.verify import verify_artifact, verify_savedmodel
+from ..publish.release import (
+    KERAS_SUFFIX,
+    MANIFEST_SUFFIX,
+    ArtifactFiles,
+    artifact_files,
+    stage_release,
+    staged_files,
+)
+from ..publish.tasks import RELEASE_TASKS, TASKS
+from ..publish.verify import verify_artifact, verify_keras, verify_savedmodel
 from .hub import Handle, Hub, VerifyReport, VersionInfo
 
 
@@ -27,7 +36,7 @@ def publish_variant(
     seed: int = 0,
     reporter: Reporter | None = None,
 ) -> list[VersionInfo]:
-    """Build, check, archive and publish both artifacts of ``variant`` as one version."""
+    """Build, check, archive and publish every artifact of ``variant`` as one version."""
     from ..variants.table import get_variant
 
     spec = get_variant(variant)
@@ -47,24 +56,51 @@ def publish_variant(
 
 def _verify_build_folder(target: str, path: Path) -> VerifyReport:
     """A ``build --out`` folder has no manifests (they are made at publish): load and run each
-    SavedModel and check it against its metadata.json."""
+    SavedModel and each ``.keras`` and check them against the metadata.json of their task."""
     problems: list[str] = []
     signatures = {}
+    outputs = {}
     for task in TASKS:
         folder = path / task
         if folder.is_dir():
             found, signature = verify_savedmodel(folder, task)
             problems += [f"{task}/{p}" for p in found]
             signatures[task] = signature
+            with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+                outputs[task] = json.loads((folder / "metadata.json").read_text())["output"]
+    for task in RELEASE_TASKS:
+        keras_file = staged_files(path, task).keras
+        output = outputs.get(task, outputs.get("classification"))
+        if keras_file.exists() and output is not None:
+            problems += verify_keras(keras_file, output)[0]
     checked = sum(1 for _ in path.rglob("*") if _.is_file())
     signature = signatures.get("classification") or next(iter(signatures.values()), {})
     return VerifyReport(target, not problems, checked, problems, signature, kind="build folder")
 
 
+def _files_at(target: str) -> ArtifactFiles:
+    """The artifact a path names: a published version folder ``<task>/<N>`` or a ``.keras`` file
+    ``<task>/<N>.keras``, with ``<N>.manifest.json`` beside it (whose ``task`` says which)."""
+    path = Path(target).expanduser().resolve()
+    base = path.with_name(path.name.removesuffix(KERAS_SUFFIX)) if path.name else path
+    manifest = base.with_name(base.name + MANIFEST_SUFFIX) if base.name else base
+    task = None
+    if manifest.is_file() and (path.is_dir() or path.is_file()):
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            task = json.loads(manifest.read_text()).get("task")
+    if task not in RELEASE_TASKS:
+        raise NotPublishedError(
+            f"{target} is not a handle (<namespace>/<model>/<task>/<N>), a published version "
+            f"(<task>/<N> or <task>/<N>.keras with <N>.manifest.json beside it) or a build --out folder; "
+            "verify checks those"
+        )
+    return artifact_files(base, task)
+
+
 def verify(hub: Hub, target: str) -> VerifyReport:
-    """Recompute every checksum of a published artifact (a handle, or a path to its folder), then
-    load it and check its signature and output shape. A build folder gets its SavedModels loaded
-    and run (it has no checksums to compare)."""
+    """Recompute every checksum of a published artifact (a handle, or a path to its folder or
+    ``.keras``), then load it and check its signature and output shape. A build folder gets its
+    SavedModels and ``.keras`` files loaded and run (it has no checksums to compare)."""
     recorded: dict[str, str] = {}
     try:
         handle = Handle.parse(target)
@@ -72,22 +108,17 @@ def verify(hub: Hub, target: str) -> VerifyReport:
         path = Path(target).expanduser()
         if is_build_folder(path):
             return _verify_build_folder(target, path)
-        path = path.resolve()
-        folder, archive, manifest = release_files(path) if path.name else (path, path, path)
-        if not (path.name and folder.is_dir() and manifest.is_file()):
-            raise NotPublishedError(
-                f"{target} is not a handle (<namespace>/<model>/<task>/<N>), a published version folder "
-                f"(<task>/<N> with <N>.manifest.json beside it) or a build --out folder; verify checks those"
-            ) from None
+        files = _files_at(target)
     else:
-        folder, archive, manifest = hub.artifact_files(handle)
+        files = hub.artifact_files(handle)
         recorded = hub.recorded_checksums(handle)
     problems = [
         f"{path.name}: sha256 differs from the hub's record"
-        for role, path in (("manifest", manifest), ("archive", archive))
+        for role, path in files.roles().items()
         if role in recorded and path.is_file() and sha256_file(path) != recorded[role]
     ]
-    found, signature = verify_artifact(folder, archive, manifest)
+    found, signature = verify_artifact(files)
     problems += [p for p in found if p not in problems]
-    checked = sum(1 for p in folder.rglob("*") if p.is_file() and not p.is_symlink()) + 2 if folder.is_dir() else 0
+    checked = sum(1 for p in files.folder.rglob("*") if p.is_file() and not p.is_symlink()) if files.folder else 0
+    checked += sum(1 for role, p in files.roles().items() if role != "folder" and p.is_file())
     return VerifyReport(target, not problems, checked, problems, signature)

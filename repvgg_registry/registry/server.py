@@ -17,6 +17,10 @@ Routes (HEAD works on each)::
     GET /<ns>/<model>/<task>/<N>?tf-hub-format=compressed   the version's .tar.gz (tensorflow_hub)
     GET /<ns>/<model>/<task>/<N>                     a page about the model
     GET /<ns>/<model>/<task>/<N>.tar.gz              the same archive, under the name static hosting uses
+    GET /<ns>/<model>/<task>/<N>.keras               the Keras 3 file (keras.saving.load_model)
+
+The ``train`` task is the multi-branch train form, a ``.keras`` file only: its ``.tar.gz`` and its
+``?tf-hub-format=compressed`` are 404s that say so, and its page shows the Keras snippet alone.
 
 Files are served with a strong ETag (the sha256 the index records), ``immutable`` caching (a
 published version never changes, and tensorflow_hub caches a URL forever) and ``Range``. Only
@@ -56,7 +60,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from ..errors import HubError, first_line, one_line
 from ..hashing import sha256_file
 from ..publish.card import RANDOM_WEIGHTS_BANNER
-from ..publish.tasks import describe_output
+from ..publish.tasks import describe_output, has_savedmodel
 from .hub import Handle
 from .local import HUB_ENV, LocalHub
 
@@ -96,18 +100,33 @@ def _stderr_line(line: str) -> None:
 
 @dataclass(frozen=True)
 class FileKind:
-    """A file of each version, ``<task dir>/<N>.<suffix>`` next to the SavedModel folder, served at
-    ``/<handle>.<suffix>``. ``index_key`` names the index field holding its sha256 (the ETag); without
-    one the file is hashed once and the digest cached (versions are immutable)."""
+    """A file of each version, ``<task dir>/<N>.<suffix>`` next to its manifest, served at
+    ``/<handle>.<suffix>``.
+
+    ``role`` names the :class:`~repvgg_registry.publish.release.ArtifactFiles` field that owns the
+    file's path, so a task without that file (``train`` has no archive) is a clean 404. ``index_key``
+    names the index field holding its sha256 (the ETag); a version whose entry lacks it has no such
+    file (it was published before the kind existed). Without an ``index_key`` the file is hashed
+    once and the digest cached (versions are immutable)."""
 
     suffix: str
     media_type: str
     index_key: str | None = None
+    role: str | None = None
+
+    @property
+    def label(self) -> str:
+        """What /index.json calls it: ``archive_url``, ``keras_url``."""
+        return self.role or self.suffix.replace(".", "_")
 
 
 #: One line per file kind, e.g. ``FileKind("tflite", "application/octet-stream")``.
-FILE_KINDS: tuple[FileKind, ...] = (FileKind("tar.gz", "application/gzip", "sha256"),)
-_ARCHIVE = FILE_KINDS[0]
+FILE_KINDS: tuple[FileKind, ...] = (
+    FileKind("tar.gz", "application/gzip", "sha256", "archive"),
+    # A .keras file is a zip inside, but only Keras should open it: no media type invites unpacking.
+    FileKind("keras", "application/octet-stream", "keras_sha256", "keras"),
+)
+_ARCHIVE, _KERAS = FILE_KINDS[:2]
 
 
 # ----- the index, read defensively ------------------------------------------------------------
@@ -126,8 +145,9 @@ def _published(hub: LocalHub) -> tuple[dict[Handle, dict], list[str]]:
     return published, list(getattr(hub, "index_warnings", ()))
 
 
-def _public_entry(handle: Handle, entry: dict) -> dict:
-    """An index entry as /index.json shows it: what a client needs, no server paths."""
+def _public_entry(handle: Handle, entry: dict, base_url: str, kinds: list[FileKind]) -> dict:
+    """An index entry as /index.json shows it: what a client needs, no server paths, and the URL of
+    each file the handle serves (``archive_url``, ``keras_url``)."""
     row = {
         "handle": str(handle),
         "namespace": handle.namespace,
@@ -135,9 +155,15 @@ def _public_entry(handle: Handle, entry: dict) -> dict:
         "task": handle.task,
         "version": handle.version,
     }
-    kept = ("created", "weights_source", "sha256", "archive_size", "manifest_sha256")
+    kept = ("created", "weights_source", "sha256", "archive_size", "manifest_sha256", "keras_sha256", "keras_size")
     row.update({k: entry[k] for k in kept if k in entry})
+    row.update({f"{kind.label}_url": _file_url(base_url, handle, kind) for kind in kinds})
     return row
+
+
+def _file_url(base_url: str, handle: Handle, kind: FileKind) -> str:
+    """Where ``kind`` of ``handle`` is served; ``base_url`` ends with ``/`` (Starlette's ``base_url``)."""
+    return f"{base_url}{handle}.{kind.suffix}"
 
 
 def _regular_file_inside(root: Path, path: Path) -> tuple[Path, os.stat_result] | None:
@@ -212,12 +238,84 @@ def _random_weights(meta: dict) -> bool:
     return isinstance(weights, dict) and weights.get("source") == "random"
 
 
+_TRAIN_NOTE = (
+    "<p>The multi-branch train form with its head: fine-tune it, then fuse it into the deploy form "
+    "(one 3x3 conv per block) with <code>repvgg_registry.variants.fusion.fuse</code>.</p>"
+)
+
+
+def _keras_only(handle: Handle) -> str:
+    """Why a handle without a SavedModel has no TF Hub archive, and where its file is."""
+    return (
+        f"{handle.task} is a .keras-only artifact (the multi-branch train form, no SavedModel): "
+        f"GET /{handle}.{_KERAS.suffix}"
+    )
+
+
+def _keras_snippet(handle: Handle, url: str, sha256: str) -> str:
+    """Keras 3 loading the ``.keras`` file. ``get_file`` caches by file name, and every handle's
+    file is ``<N>.keras``: without ``fname`` the second handle would load the first one's cached
+    file. ``file_hash`` makes a stale or partial cached copy download again."""
+    name = f"{str(handle).replace('/', '-')}.{_KERAS.suffix}"
+    lines = [
+        "import keras",
+        f'path = keras.utils.get_file("{name}", origin="{url}", file_hash="{sha256}")',
+        "model = keras.saving.load_model(path)",
+    ]
+    if not has_savedmodel(handle.task):
+        lines += [
+            "# ... fine-tune model (the multi-branch train form), then fuse it into the deploy form:",
+            "from repvgg_registry.variants.fusion import fuse",
+            "deployed = fuse(model)",
+        ]
+    return "\n".join(lines)
+
+
+def _tf_hub_snippet(url: str) -> str:
+    """tf_keras loading the SavedModel through tensorflow_hub (the handle URL, not a file)."""
+    return f'import tensorflow_hub as hub\nlayer = hub.KerasLayer("{url}", trainable=True)'
+
+
+def _code(snippet: str) -> str:
+    """A snippet as HTML; quotes stay as they are (nothing here is an attribute)."""
+    return f"<pre>{html.escape(snippet, quote=False)}</pre>"
+
+
+def _download_links(handle: Handle, kinds: list[FileKind]) -> str:
+    """A link to each file ``handle`` serves (the page and the listing show the same ones)."""
+    name = html.escape(str(handle))
+    return " ".join(f'<a href="/{name}.{kind.suffix}">{name}.{kind.suffix}</a>' for kind in kinds)
+
+
 def _page(title: str, body: str) -> HTMLResponse:
     return HTMLResponse(
         f'<!doctype html><meta charset="utf-8"><title>{html.escape(title)}</title>'
         f"<h1>{html.escape(title)}</h1>{body}\n",
         headers={"Cache-Control": "no-cache"},
     )
+
+
+def _usage(base: str, handle: Handle, entry: dict, kinds: list[FileKind]) -> str:
+    """How to load it: Keras 3 and the ``.keras`` file first (every task has one, unless published
+    before .keras files existed), then tf_keras and the TF Hub handle (SavedModel tasks only)."""
+    parts = [] if has_savedmodel(handle.task) else [_TRAIN_NOTE]
+    if _KERAS in kinds:
+        parts.append(_code(_keras_snippet(handle, _file_url(base, handle, _KERAS), entry[_KERAS.index_key])))
+    if has_savedmodel(handle.task):
+        parts.append(_code(_tf_hub_snippet(f"{base}{handle}")))
+    parts.append(f"<p>download {_download_links(handle, kinds)}</p>")
+    return "".join(parts)
+
+
+def _file_facts(entry: dict, kinds: list[FileKind]) -> list[tuple[str, str | None]]:
+    """Size and sha256 of each file served. ``sha256`` and ``archive_size`` are the archive's
+    only where there is one (for ``train`` they repeat the .keras file's)."""
+    facts: list[tuple[str, str | None]] = []
+    if _ARCHIVE in kinds:
+        facts += [("archive", _size(entry.get("archive_size"))), ("archive sha256", entry["sha256"])]
+    if _KERAS in kinds:
+        facts += [(".keras", _size(entry.get("keras_size"))), (".keras sha256", entry["keras_sha256"])]
+    return facts
 
 
 # ----- the application -------------------------------------------------------------------------
@@ -246,20 +344,20 @@ class _Endpoints:
         rows = "".join(
             f'<tr><td><a href="/{html.escape(str(h))}">{html.escape(str(h))}</a></td>'
             f"<td>{html.escape(e['created'])}</td><td>{html.escape(e['weights_source'])}</td>"
-            f"<td><code>{html.escape(e['sha256'][:12])}</code></td></tr>"
+            f"<td><code>{html.escape(e['sha256'][:12])}</code></td>"
+            f"<td>{_download_links(h, self._kinds(h, e))}</td></tr>"
             for h, e in sorted(published.items())
         )
         note = f"<p>{len(skipped)} malformed index entries are not served.</p>" if skipped else ""
         _note_skipped(request, skipped)
-        return _page(
-            "repvgg-registry hub",
-            f"{note}<table><tr><th>handle</th><th>created</th><th>weights</th><th>sha256</th></tr>{rows}</table>",
-        )
+        head = "<tr><th>handle</th><th>created</th><th>weights</th><th>sha256</th><th>files</th></tr>"
+        return _page("repvgg-registry hub", f"{note}<table>{head}{rows}</table>")
 
     def index_json(self, request: Request) -> Response:
         published, skipped = _published(self.hub)
         _note_skipped(request, skipped)
-        rows = [_public_entry(h, e) for h, e in sorted(published.items())]
+        base = str(request.base_url)
+        rows = [_public_entry(h, e, base, self._kinds(h, e)) for h, e in sorted(published.items())]
         return Response(
             json.dumps(rows, indent=2) + "\n", media_type="application/json", headers={"Cache-Control": "no-cache"}
         )
@@ -269,6 +367,8 @@ class _Endpoints:
         if isinstance(handle, Response):
             return handle
         formats = request.query_params.getlist("tf-hub-format")
+        if formats and not has_savedmodel(handle.task):  # any format: none of them would load it
+            return _text(404, f"not found: {handle}?tf-hub-format={formats[-1][:80]}; {_keras_only(handle)}")
         if formats == ["compressed"]:
             return self._file(request, handle, published[handle], _ARCHIVE)
         if formats:
@@ -312,12 +412,28 @@ class _Endpoints:
         )
         return _text(404, f"not found: {handle}{suffix}; {known}"), published
 
+    def _kinds(self, handle: Handle, entry: dict) -> list[FileKind]:
+        """The file kinds ``handle`` serves: those its task has and its index entry records."""
+        roles = self.hub.paths(handle).roles()
+        return [
+            kind
+            for kind in FILE_KINDS
+            if (kind.role is None or kind.role in roles) and (kind.index_key is None or kind.index_key in entry)
+        ]
+
     def _file(self, request: Request, handle: Handle, entry: dict, kind: FileKind) -> Response:
-        task_dir = self.hub.paths(handle)[0].parent
-        found = _regular_file_inside(self.hub.root, task_dir / f"{handle.version}.{kind.suffix}")
+        files = self.hub.paths(handle)
+        missing = f"not found: {handle}.{kind.suffix}"
+        if kind.role is not None and kind.role not in files.roles():
+            hint = _keras_only(handle) if not has_savedmodel(handle.task) else f"a {handle.task} artifact has none"
+            return _text(404, f"{missing}; {hint}")
+        if kind.index_key is not None and kind.index_key not in entry:
+            return _text(404, f"{missing}; this version was published before .{kind.suffix} files existed")
+        target = files.roles()[kind.role] if kind.role else files.manifest.with_name(f"{handle.version}.{kind.suffix}")
+        found = _regular_file_inside(self.hub.root, target)
         if found is None:
             request.scope[_NOTE] = "listed in the index, but its file is missing, a symlink or outside the hub"
-            return _text(404, f"not found: {handle}.{kind.suffix}")
+            return _text(404, missing)
         path, result = found
         digest = entry.get(kind.index_key) if kind.index_key else None
         if not isinstance(digest, str):
@@ -337,7 +453,11 @@ class _Endpoints:
         )
 
     def _metadata(self, handle: Handle) -> dict:
-        found = _regular_file_inside(self.hub.root, self.hub.paths(handle)[0] / "metadata.json")
+        """The SavedModel's metadata.json; for ``train``, which has no folder, its manifest (which
+        carries the same ``output`` and ``weights``)."""
+        files = self.hub.paths(handle)
+        source = files.folder / "metadata.json" if files.folder is not None else files.manifest
+        found = _regular_file_inside(self.hub.root, source)
         if found is None:
             return {}
         try:
@@ -348,6 +468,7 @@ class _Endpoints:
 
     def _model_page(self, request: Request, handle: Handle, entry: dict) -> Response:
         meta = self._metadata(handle)
+        kinds = self._kinds(handle, entry)
         display = meta.get("display_name") if isinstance(meta.get("display_name"), str) else handle.variant
         facts = [
             ("variant", display),
@@ -360,20 +481,13 @@ class _Endpoints:
             ("ImageNet top-1 (paper)", _number(meta.get("top1"), "%", 2)),
             ("weights", entry["weights_source"]),
             ("license", meta.get("license") if isinstance(meta.get("license"), str) else None),
-            ("archive", _size(entry.get("archive_size"))),
-            ("archive sha256", entry["sha256"]),
+            *_file_facts(entry, kinds),
             ("created", entry["created"]),
         ]
         items = "".join(f"<li>{html.escape(k)}: {html.escape(v)}</li>" for k, v in facts if v is not None)
         banner = f'<p role="alert"><strong>{RANDOM_WEIGHTS_BANNER}</strong></p>' if _random_weights(meta) else ""
-        name = html.escape(str(handle))
-        url = html.escape(f"{request.base_url}{handle}")
-        return _page(
-            str(handle),
-            f"{banner}<ul>{items}</ul><pre>import tensorflow_hub as hub\n"
-            f'layer = hub.KerasLayer("{url}", trainable=True)</pre>'
-            f'<p><a href="/{name}.tar.gz">download {name}.tar.gz</a></p>',
-        )
+        usage = _usage(str(request.base_url), handle, entry, kinds)
+        return _page(str(handle), f"{banner}<ul>{items}</ul>{usage}")
 
 
 def _refusal(scope: Scope, raw_path: str) -> tuple[int, str] | None:
