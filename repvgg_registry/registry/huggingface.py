@@ -52,7 +52,7 @@ from ..hf_client import (
 )
 from ..publish.card import RANDOM_WEIGHTS_BANNER, markdown_text, yaml_header
 from ..publish.release import ArtifactFiles, artifact_files, primary_record, staged_files
-from ..publish.tasks import RELEASE_TASKS, TRAIN, has_savedmodel, output_width
+from ..publish.tasks import RELEASE_TASKS, has_savedmodel, output_width
 from .hub import (
     DEFAULT_NAMESPACE,
     Handle,
@@ -314,7 +314,7 @@ class HuggingFaceHub(Hub):
             )
         )
         files = artifact_files(root / task, task)
-        if task == TRAIN and not files.manifest.is_file():
+        if not has_savedmodel(task) and not files.manifest.is_file():
             raise NotPublishedError(
                 f"{repo_id} {tag} has no {files.manifest.name}: it was published before .keras files, so it has "
                 f"no {task} handle; see 'repvgg-registry versions --hub {self.location}'",
