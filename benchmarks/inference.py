@@ -1,5 +1,6 @@
 """Inference speed, side by side in one run: our published fused SavedModel (through
-``tf.saved_model.load`` and through ``hub.KerasLayer``), its serving signature frozen in memory
+``tf.saved_model.load`` and through ``hub.KerasLayer``), our published ``classification.keras``
+(Keras 3, through a ``tf.function`` and through ``predict_on_batch``), its serving signature frozen in memory
 (``repvgg_registry.publish.frozen.freeze_serving``, the inference-only opt-in, timed in its own
 process: see isolated.py), our train form, timm's fused model in channels_last, and onnxruntime on
 timm's fused model exported to ONNX. Same random weights for all, interleaved repeats, plus the
@@ -91,7 +92,7 @@ class Prepared:
 
     spec: VariantSpec
     checkpoint: Path  # timm's train-form state dict (safetensors), what our build loads
-    artifacts: Path  # our build output: feature_vector/ and classification/
+    artifacts: Path  # our build output: feature_vector/, classification/ and the .keras files
     onnx: Path  # timm's fused model, exported with a dynamic batch
     timm_fused: torch.nn.Module  # channels_last
 
@@ -155,6 +156,7 @@ def make_runners(
     cleanup.callback(frozen.close)
     layer_model = tf_keras.Sequential([tf_keras.Input((size, size, 3)), hub.KerasLayer(str(classifier))])
     train = build_model(prepared.spec, "train", weights=str(prepared.checkpoint))
+    deploy_keras = keras.saving.load_model(prepared.artifacts / "classification.keras")
     session = ort_session(prepared.onnx, threads)
 
     images = sample_batch(batch, size)  # what our artifact takes: [0, 1]
@@ -168,6 +170,7 @@ def make_runners(
     # adds per-call overhead that is not the model's).
     layer_call = tf.function(lambda x: layer_model(x, training=False))
     train_call = tf.function(lambda x: train(x, training=False))
+    keras_call = tf.function(lambda x: deploy_keras(x, training=False))
 
     def run_timm():
         with torch.inference_mode():
@@ -176,6 +179,8 @@ def make_runners(
     runners = [
         Runner("ours: SavedModel serving_default", lambda: serving(images=tf_images)["logits"].numpy(), batch),
         Runner("ours: hub.KerasLayer", lambda: layer_call(tf_images).numpy(), batch),
+        Runner("ours: classification.keras (tf.function)", lambda: keras_call(tf_images).numpy(), batch),
+        Runner("ours: classification.keras predict_on_batch", lambda: deploy_keras.predict_on_batch(images), batch),
         Runner(FROZEN_RUNNER, frozen.call, batch),
         Runner("ours: train form (Keras 3)", lambda: train_call(tf_normalised).numpy(), batch),
         Runner("timm fused, channels_last", run_timm, batch),
@@ -186,7 +191,6 @@ def make_runners(
     reference = outputs["timm fused, channels_last"]
     scale = max(1.0, float(np.abs(reference).max()))
     agreement = {name: float(np.abs(out - reference).max()) / scale for name, out in outputs.items()}
-    del keras  # imported for its side effect of configuring the backend early
     return runners, agreement
 
 

@@ -130,7 +130,7 @@ WeightsOption = Annotated[
         "--weights",
         "-w",
         metavar="SOURCE",
-        help="'random', 'timm', or a checkpoint path (.safetensors, .pth, .pt, .bin).",
+        help="'random', 'timm', a checkpoint path (.safetensors, .pth, .pt, .bin) or a .keras file.",
     ),
 ]
 HubOption = Annotated[

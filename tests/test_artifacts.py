@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -353,3 +354,68 @@ def test_a_keras_file_that_differs_from_its_savedmodel_fails_the_build(monkeypat
     with pytest.raises(BuildError, match=r"feature_vector\.keras differs from the feature_vector SavedModel"):
         build_artifacts("A0", out, weights="random")
     assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_a_train_keras_file_is_a_weights_source(built, tmp_path):
+    """``--weights train.keras`` rebuilds the same artifacts: the file round-trips through build."""
+    out = tmp_path / "again"
+    result = CliRunner().invoke(app, ["build", "A0", "--weights", str(built.keras_files["train"]), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    meta = json.loads((out / "classification" / "metadata.json").read_text())
+    assert meta["weights"]["scheme"] == "keras" and meta["weights"]["form"] == "train"
+    assert meta["weights"]["sha256"] == sha256_of(built.keras_files["train"])
+    images = tf.constant(_images(64, 48, seed=9))
+    first, second = (
+        tf.saved_model.load(str(root / "classification")).signatures["serving_default"](images=images)["logits"]
+        for root in (built.out_dir, out)
+    )
+    diff, _, tol = compare_outputs(first.numpy(), second.numpy(), rtol=FORMAT_RTOL)
+    assert diff <= tol
+
+
+def _not_repvgg(path: Path) -> Path:
+    model = keras.Sequential([keras.Input((None, None, 3)), keras.layers.Conv2D(4, 3, name="conv")])
+    model.save(path)
+    return path
+
+
+def _truncated(path: Path, source: Path) -> Path:
+    path.write_bytes(source.read_bytes()[:4096])
+    return path
+
+
+def _nan_weights(path: Path, source: Path) -> Path:
+    model = keras.saving.load_model(source)
+    kernel = model.get_layer("stage2_block3.conv_kxk").kernel
+    kernel.assign(np.full(kernel.shape, np.nan, np.float32))
+    model.save(path)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("truncated", r"bad\.keras cannot be opened as a \.keras file \(.*\); it may be truncated"),
+        ("not repvgg", r"bad\.keras: model .* is not a RepVGG graph: its first layer is 'conv'"),
+        ("other variant", r"bad\.keras holds RepVGG-A0, not RepVGG-A1"),
+        ("nan", r"bad\.keras: weight stage2_block3\.conv_kxk/kernel has NaN or Inf values"),
+    ],
+)
+def test_a_bad_keras_weights_file_is_one_line_and_writes_nothing(built, tmp_path, case, message):
+    bad = tmp_path / "in" / "bad.keras"
+    bad.parent.mkdir()
+    train = built.keras_files["train"]
+    {
+        "truncated": lambda: _truncated(bad, train),
+        "not repvgg": lambda: _not_repvgg(bad),
+        "other variant": lambda: shutil.copy(train, bad),
+        "nan": lambda: _nan_weights(bad, train),
+    }[case]()
+    variant = "A1" if case == "other variant" else "A0"
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["build", variant, "--weights", str(bad), "--out", str(out)])
+    lines = result.stderr.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1 and lines[0].startswith("error: "), result.output
+    assert re.search(message, lines[0]), lines[0]
+    assert "Traceback" not in result.output and not out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]

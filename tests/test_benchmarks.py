@@ -39,8 +39,9 @@ def test_inference_benchmark_smoke(tmp_path):
     )
     runners = {r["runner"] for r in data["results"]}
     assert (
-        len(runners) == 6
+        len(runners) == 8
         and any("onnxruntime" in r for r in runners)
+        and sum("classification.keras" in r for r in runners) == 2
         and any("hub.KerasLayer" in r for r in runners)
         and any("frozen" in r for r in runners)
     )

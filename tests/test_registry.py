@@ -17,8 +17,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 import tensorflow_hub as hub
 import tf_keras
 from typer.testing import CliRunner
@@ -26,6 +28,7 @@ from typer.testing import CliRunner
 from repvgg_registry.cli import app
 from repvgg_registry.hashing import sha256_file
 from repvgg_registry.publish.archive import write_archive
+from repvgg_registry.publish.tasks import RELEASE_TASKS
 from repvgg_registry.registry import Handle, LocalHub
 from repvgg_registry.registry.local import COMMIT_PAUSE_ENV
 from repvgg_registry.registry.operations import publish_variant, verify
@@ -80,7 +83,7 @@ def _assert_hub_consistent(root: Path) -> list[str]:
     counts = {}
     for v in local.all_versions():
         counts.setdefault(v.handle.version, set()).add(v.handle.task)
-    assert all(tasks == {"feature_vector", "classification"} for tasks in counts.values()), counts
+    assert all(tasks == set(RELEASE_TASKS) for tasks in counts.values()), counts
     return handles
 
 
@@ -92,14 +95,14 @@ def test_publish_twice_gives_versions_1_and_2(hub_root):
     assert result.exit_code == 0, result.output
     rows = json.loads(result.stdout)
     assert sorted((r["version"], r["task"]) for r in rows) == [
-        (1, "classification"),
-        (1, "feature_vector"),
-        (2, "classification"),
-        (2, "feature_vector"),
+        (n, task) for n in (1, 2) for task in ("classification", "feature_vector", "train")
     ]
     for row in rows:
         assert row["weights_source"] == "random" and len(row["sha256"]) == 64 and row["created"]
         folder = hub_root / "repvgg" / "a0" / row["task"] / str(row["version"])
+        if row["task"] == "train":  # a .keras file only: the handle's sha256 is the file's
+            assert not folder.exists() and sha256_file(folder.with_name(f"{row['version']}.keras")) == row["sha256"]
+            continue
         assert (folder / "saved_model.pb").is_file()
         assert sha256_file(folder.with_name(f"{row['version']}.tar.gz")) == row["sha256"]
     listing = json.loads(runner.invoke(app, ["list", "--hub", str(hub_root), "--json"]).stdout)
@@ -136,7 +139,7 @@ def test_taken_version_is_refused_with_one_line(hub_root):
     result = runner.invoke(app, ["publish", "A0", "--weights", "random", "--hub", str(hub_root), "--version", "1"])
     assert result.exit_code != 0
     assert "version 1 is already published and versions are immutable" in result.stderr
-    assert [v.handle.version for v in LocalHub(hub_root).versions("a0")].count(1) == 2
+    assert [v.handle.version for v in LocalHub(hub_root).versions("a0")].count(1) == len(RELEASE_TASKS)
 
 
 def test_publish_goes_on_past_a_failure_and_exits_non_zero(tmp_path):
@@ -207,13 +210,13 @@ def test_sigkill_mid_commit_leaves_no_partial_version_and_no_stale_lock(hub_root
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert partial.exists()  # renamed in, but not indexed:
-    assert [v.handle.version for v in LocalHub(root).versions("a0")] == [1, 1, 2, 2]
+    assert [v.handle.version for v in LocalHub(root).versions("a0")] == [1, 1, 1, 2, 2, 2]
     assert runner.invoke(app, ["verify", "repvgg/a0/feature_vector/3", "--hub", str(root)]).exit_code != 0
     _assert_hub_consistent(root)
     follow = _cli_publish(root)
     out, err = follow.communicate(timeout=300)
     assert follow.returncode == 0, err[-2000:]
-    assert [v.handle.version for v in LocalHub(root).versions("a0")] == [1, 1, 2, 2, 3, 3]
+    assert [v.handle.version for v in LocalHub(root).versions("a0")] == [1, 1, 1, 2, 2, 2, 3, 3, 3]
     _assert_hub_consistent(root)
 
 
@@ -228,7 +231,7 @@ def test_sigkill_at_a_random_moment(hub_root, tmp_path):
     _, err = follow.communicate(timeout=300)
     assert follow.returncode == 0, err[-2000:]
     after = _assert_hub_consistent(root)
-    assert len(after) == len(before) + 2
+    assert len(after) == len(before) + len(RELEASE_TASKS)
 
 
 def test_two_concurrent_publishes_give_two_complete_versions(tmp_path):
@@ -262,6 +265,22 @@ def test_keraslayer_over_http_matches_the_local_artifact(hub_root, server, tmp_p
     local = tf_keras.Sequential([tf_keras.Input((96, 128, 3)), hub.KerasLayer(str(hub_root / FV1))])
     np.testing.assert_array_equal(remote.predict(images, verbose=0), local.predict(images, verbose=0))
     assert any((tmp_path / "tfhub-cache").iterdir())
+
+
+def test_keras_files_over_http_load_and_match_the_savedmodel(hub_root, server, tmp_path):
+    """What a Keras 3 user does with the served URL: get_file, then load_model (safe mode)."""
+    images = np.random.default_rng(1).random((2, 80, 64, 3), dtype=np.float32)
+    outputs = {}
+    for task in RELEASE_TASKS:
+        url = f"{server}/repvgg/a0/{task}/1.keras"
+        path = keras.utils.get_file(f"a0-{task}-1.keras", origin=url, cache_dir=str(tmp_path))
+        assert Path(path).read_bytes() == (hub_root / f"repvgg/a0/{task}/1.keras").read_bytes()
+        outputs[task] = np.asarray(keras.saving.load_model(path)(images, training=False))
+    served = tf.saved_model.load(str(hub_root / "repvgg/a0/classification/1")).signatures["serving_default"]
+    logits = served(images=tf.constant(images))["logits"].numpy()
+    np.testing.assert_allclose(outputs["classification"], logits, rtol=0, atol=1e-5 * max(1, np.abs(logits).max()))
+    np.testing.assert_allclose(outputs["train"], logits, rtol=0, atol=1e-4 * max(1, np.abs(logits).max()))
+    assert outputs["feature_vector"].shape == (2, 1280)
 
 
 def test_archive_headers_head_and_pages(hub_root, server):

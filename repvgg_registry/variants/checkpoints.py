@@ -211,7 +211,7 @@ def _safetensors_header(path: Path) -> tuple[dict, int]:
         return json.loads(handle.read(length)), 8 + length
 
 
-def _existing_file(path: str | os.PathLike) -> Path:
+def existing_file(path: str | os.PathLike) -> Path:
     """``path`` as a Path if it is a file; otherwise the one not-found error of every weights source."""
     path = Path(path)
     if not path.is_file():
@@ -221,7 +221,7 @@ def _existing_file(path: str | os.PathLike) -> Path:
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Raw tensors of a checkpoint file, unwrapped and without a ``module.`` prefix."""
-    path = _existing_file(path)
+    path = existing_file(path)
     suffix = path.suffix.lower()
     if suffix == SAFETENSORS_SUFFIX:
         raw = _read_safetensors(path)
@@ -422,4 +422,4 @@ def fetch_weights(source: str | os.PathLike | None, spec: VariantSpec) -> None:
     if str(source) == "timm":
         download_timm(spec)
     else:
-        _existing_file(Path(source).expanduser())
+        existing_file(Path(source).expanduser())

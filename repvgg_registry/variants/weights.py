@@ -4,6 +4,11 @@ A train-form checkpoint loads into a train-form model branch by branch, or into 
 model through the same float64 fusion that :func:`fuse` uses. A deploy-form checkpoint loads
 straight into a deploy-form model. Layouts: conv OIHW -> Keras HWIO is ``transpose(2, 3, 1, 0)``
 (also right for grouped kernels); linear ``[out, in]`` -> Dense ``[in, out]`` is a transpose.
+
+A ``.keras`` file (one of ours, or one a user trained from ours) is a source too: it is opened in
+safe mode (no code in it runs), recognised from its graph, checked for NaN/Inf, and copied layer by
+layer into a model of the same variant, head and form (a train-form file fills a deploy-form model
+through :func:`fuse`).
 """
 
 from __future__ import annotations
@@ -14,14 +19,18 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 
+from ..errors import NotARepVGGError, first_line
 from ..hashing import sha256_file
 from .blocks import BN_EPSILON, HEAD, layer_name
-from .checkpoints import Checkpoint, WeightsError, block_prefix, resolve, validate
+from .checkpoints import Checkpoint, WeightsError, block_prefix, existing_file, resolve, validate
 from .folding import BatchNormStats, fuse_branches
+from .fusion import fuse
 from .graph import ModelDescription, describe_model
 from .table import LayerPlan
 
-__all__ = ["LoadedWeights", "WeightsError", "load_checkpoint", "load_weights"]
+__all__ = ["KERAS_SUFFIX", "LoadedWeights", "WeightsError", "load_checkpoint", "load_weights", "read_keras_model"]
+
+KERAS_SUFFIX = ".keras"
 
 
 @dataclass(frozen=True)
@@ -105,12 +114,77 @@ def load_checkpoint(model: keras.Model, ckpt: Checkpoint, description: ModelDesc
         model.get_layer(name).set_weights([np.asarray(w, np.float32) for w in weights])
 
 
+def read_keras_model(path: str | os.PathLike) -> keras.Model:
+    """A ``.keras`` file as a RepVGG graph: loaded with ``keras.saving.load_model`` in safe mode,
+    recognised by :func:`describe_model`, every weight finite. Anything else is one WeightsError
+    naming the file (a truncated file, another kind of model, NaN weights)."""
+    path = existing_file(path)
+    try:
+        model = keras.saving.load_model(path)
+    except Exception as exc:  # a truncated zip, a foreign config, code refused by safe mode: all unreadable
+        raise WeightsError(
+            f"{path} cannot be opened as a .keras file ({type(exc).__name__}: {first_line(exc)}); "
+            "it may be truncated: save it again with model.save(...)"
+        ) from None
+    try:
+        describe_model(model)
+    except NotARepVGGError as exc:
+        raise WeightsError(f"{path}: {exc}") from None
+    for layer in model.layers:
+        for weight in layer.weights:
+            if not np.all(np.isfinite(keras.ops.convert_to_numpy(weight))):
+                raise WeightsError(
+                    f"{path}: weight {layer.name}/{weight.name} has NaN or Inf values; "
+                    "a diverged training run? save a model from before it diverged"
+                )
+    return model
+
+
+def load_keras_weights(model: keras.Model, source: str | os.PathLike) -> LoadedWeights:
+    """Copy the weights of a ``.keras`` RepVGG of the same variant and head into ``model``; a
+    train-form file fills a deploy-form model through :func:`fuse`. Nothing is assigned unless it fits."""
+    loaded = read_keras_model(source)
+    have, want = describe_model(loaded), describe_model(model)
+    if have.spec != want.spec:
+        raise WeightsError(
+            f"{source} holds {have.spec.display_name}, not {want.spec.display_name}; "
+            f"pass a .keras file of {want.spec.display_name} or choose the variant {have.spec.name}"
+        )
+    if (have.include_top, have.num_classes) != (want.include_top, want.num_classes):
+
+        def head(d: ModelDescription) -> str:
+            return f"a {d.num_classes}-class head" if d.include_top else "no head"
+
+        raise WeightsError(f"{source} has {head(have)}, the model has {head(want)}")
+    if have.form == "deploy" and want.form == "train":
+        raise WeightsError(
+            f"{source} is a deploy-form (fused) model; it cannot fill the train form's branches: "
+            "build the model with form='deploy'"
+        )
+    if have.form == "train" and want.form == "deploy":
+        loaded = fuse(loaded)
+    for layer in model.layers:
+        if layer.weights:
+            layer.set_weights(loaded.get_layer(layer.name).get_weights())
+    return LoadedWeights(
+        source=str(source),
+        path=str(source),
+        scheme="keras",
+        form=have.form,
+        sha256=sha256_file(source),
+        tensors=sum(len(layer.weights) for layer in loaded.layers),
+    )
+
+
 def load_weights(model: keras.Model, source: str | os.PathLike) -> LoadedWeights:
-    """Load ``"timm"`` or a checkpoint path (.safetensors, .pth, .pt, .bin) into ``model``.
+    """Load ``"timm"``, a checkpoint path (.safetensors, .pth, .pt, .bin) or a ``.keras`` file
+    into ``model``.
 
     Scheme (official or timm) and form (train or deploy) are detected; anything that does not fit
     exactly raises :class:`WeightsError` before a single weight is assigned.
     """
+    if str(source).lower().endswith(KERAS_SUFFIX):
+        return load_keras_weights(model, source)
     description = describe_model(model)
     ckpt = resolve(source, description.spec)
     load_checkpoint(model, ckpt, description)
