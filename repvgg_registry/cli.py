@@ -298,7 +298,9 @@ def check_fusion(
 
 @app.command("inspect-weights")
 def inspect_weights(
-    path: Annotated[str, typer.Argument(metavar="FILE", help="Checkpoint file: .safetensors, .pth, .pt or .bin.")],
+    path: Annotated[
+        str, typer.Argument(metavar="FILE", help="Checkpoint file: .safetensors, .pth, .pt, .bin or .keras.")
+    ],
     as_json: JsonOption = False,
 ) -> None:
     """Say what a checkpoint holds: key scheme, form, the variant it fits, tensor count."""
@@ -311,8 +313,17 @@ def inspect_weights(
             "inspect-weights reads a checkpoint file; 'random' and 'timm' are weights sources for "
             "build, publish and check-fusion: pass the path of a .safetensors, .pth, .pt or .bin file",
         )
-    _torch_before_tensorflow(path, tensorflow=False)
-    info = inspect_checkpoint(path)
+    if path.lower().endswith(".keras"):  # a Keras model: only Keras reads it, so TensorFlow loads
+        from .variants.checkpoints import existing_file
+
+        existing_file(path)  # a typo answers before TensorFlow's seconds of start-up
+        _quiet_tensorflow()
+        from .variants.weights import inspect_keras
+
+        info = inspect_keras(path)
+    else:
+        _torch_before_tensorflow(path, tensorflow=False)
+        info = inspect_checkpoint(path)
     if as_json:
         _print_json(info.to_dict())
     else:

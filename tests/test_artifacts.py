@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import keras
@@ -379,6 +380,12 @@ def _not_repvgg(path: Path) -> Path:
     return path
 
 
+def _other_zip(path: Path) -> Path:
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("notes.txt", "not a model")
+    return path
+
+
 def _truncated(path: Path, source: Path) -> Path:
     path.write_bytes(source.read_bytes()[:4096])
     return path
@@ -395,7 +402,8 @@ def _nan_weights(path: Path, source: Path) -> Path:
 @pytest.mark.parametrize(
     ("case", "message"),
     [
-        ("truncated", r"bad\.keras cannot be opened as a \.keras file \(.*\); it may be truncated"),
+        ("truncated", r"bad\.keras is not a complete \.keras file \(not a readable zip archive: truncated\?\)"),
+        ("a zip of something else", r"bad\.keras cannot be opened as a \.keras file \(.+\); it may be truncated"),
         ("not repvgg", r"bad\.keras: model .* is not a RepVGG graph: its first layer is 'conv'"),
         ("other variant", r"bad\.keras holds RepVGG-A0, not RepVGG-A1"),
         ("nan", r"bad\.keras: weight stage2_block3\.conv_kxk/kernel has NaN or Inf values"),
@@ -407,6 +415,7 @@ def test_a_bad_keras_weights_file_is_one_line_and_writes_nothing(built, tmp_path
     train = built.keras_files["train"]
     {
         "truncated": lambda: _truncated(bad, train),
+        "a zip of something else": lambda: _other_zip(bad),
         "not repvgg": lambda: _not_repvgg(bad),
         "other variant": lambda: shutil.copy(train, bad),
         "nan": lambda: _nan_weights(bad, train),

@@ -47,6 +47,10 @@ class ArtifactFiles:
         named = {"folder": self.folder, "archive": self.archive, "keras": self.keras, "manifest": self.manifest}
         return {role: path for role, path in named.items() if path is not None}
 
+    def missing(self) -> list[Path]:
+        """The files of this artifact that are not in place (see :func:`is_present`)."""
+        return [path for role, path in self.roles().items() if not is_present(role, path)]
+
     def required(self, manifest: dict | None = None) -> dict[str, Path]:
         """The files a complete artifact must have. A version published before ``.keras`` files
         existed has no ``keras`` entry in its manifest and so no ``.keras`` to require."""
@@ -54,6 +58,14 @@ class ArtifactFiles:
         if manifest is not None and "keras" not in manifest:
             roles.pop("keras", None)
         return roles
+
+
+def is_present(role: str, path: Path) -> bool:
+    """Whether the file of ``role`` is in place: a regular file, or for ``folder`` a real folder
+    (a symlinked version folder is never an artifact)."""
+    if role == "folder":
+        return path.is_dir() and not path.is_symlink()
+    return path.is_file()
 
 
 def artifact_files(base: Path, task: str) -> ArtifactFiles:
@@ -141,6 +153,7 @@ __all__ = [
     "ArtifactFiles",
     "artifact_files",
     "core_roles",
+    "is_present",
     "make_manifest",
     "primary_record",
     "stage_release",

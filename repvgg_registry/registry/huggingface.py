@@ -395,10 +395,8 @@ def _read_staged(staged: Path) -> dict[str, dict]:
     manifests = {}
     for task in RELEASE_TASKS:
         files = staged_files(staged, task)
-        for role, path in files.roles().items():
-            present = path.is_dir() if role == "folder" else path.is_file()
-            if not present:
-                raise HubStateError(path, "is missing from the staged release", "stage the build again and rerun")
+        for path in files.missing():
+            raise HubStateError(path, "is missing from the staged release", "stage the build again and rerun")
         try:
             manifests[task] = json.loads(files.manifest.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:

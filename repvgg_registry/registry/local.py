@@ -75,6 +75,7 @@ from ..publish.release import (
     ArtifactFiles,
     artifact_files,
     core_roles,
+    is_present,
     primary_record,
     staged_files,
 )
@@ -198,13 +199,6 @@ def _entry(handle: Handle, created: str, manifest: dict, manifest_sha256: str) -
     if "keras" in manifest:
         entry.update(keras_sha256=manifest["keras"]["sha256"], keras_size=manifest["keras"]["size"])
     return entry
-
-
-def _complete(role: str, path: Path) -> bool:
-    """Whether the file (or, for ``folder``, the SavedModel folder) of ``role`` is in place."""
-    if role == "folder":
-        return path.is_dir() and not path.is_symlink()
-    return path.is_file()
 
 
 def _os_reason(exc: OSError) -> str:
@@ -568,7 +562,7 @@ class LocalHub(Hub):
         lacking = [
             f"{path.name}/" if role == "folder" else path.name
             for role, path in files.required(data if isinstance(data, dict) else None).items()
-            if not _complete(role, path)
+            if not is_present(role, path)
         ]
         if lacking:
             return f"{handle}: no {' or '.join(lacking)}"
@@ -867,9 +861,8 @@ class LocalHub(Hub):
         manifests = {}
         for task in RELEASE_TASKS:
             files = staged_files(staged, task)
-            for role, path in files.roles().items():
-                if role != "manifest" and not _complete(role, path):
-                    raise HubStateError(path, "is missing from the staged release", "stage the build again and rerun")
+            for path in files.missing():
+                raise HubStateError(path, "is missing from the staged release", "stage the build again and rerun")
             manifest = files.manifest
             try:
                 data = json.loads(manifest.read_text(encoding="utf-8"))
@@ -1058,7 +1051,7 @@ class LocalHub(Hub):
             for e in kept:
                 files = self.paths(Handle.parse(e["handle"]))
                 required = files.required() if "keras_sha256" in e else files.required({})
-                if not all(_complete(role, path) for role, path in required.items()):
+                if not all(is_present(role, path) for role, path in required.items()):
                     report.missing.append(e["handle"])
             have = {(e["namespace"], e["variant"], e["task"], e["version"]) for e in kept}
             added = []

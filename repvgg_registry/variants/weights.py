@@ -14,6 +14,7 @@ through :func:`fuse`).
 from __future__ import annotations
 
 import os
+import zipfile
 from dataclasses import dataclass
 
 import keras
@@ -22,13 +23,29 @@ import numpy as np
 from ..errors import NotARepVGGError, first_line
 from ..hashing import sha256_file
 from .blocks import BN_EPSILON, HEAD, layer_name
-from .checkpoints import Checkpoint, WeightsError, block_prefix, existing_file, resolve, validate
+from .checkpoints import (
+    Checkpoint,
+    CheckpointFacts,
+    WeightsError,
+    block_prefix,
+    existing_file,
+    resolve,
+    validate,
+)
 from .folding import BatchNormStats, fuse_branches
 from .fusion import fuse
 from .graph import ModelDescription, describe_model
 from .table import LayerPlan
 
-__all__ = ["KERAS_SUFFIX", "LoadedWeights", "WeightsError", "load_checkpoint", "load_weights", "read_keras_model"]
+__all__ = [
+    "KERAS_SUFFIX",
+    "LoadedWeights",
+    "WeightsError",
+    "inspect_keras",
+    "load_checkpoint",
+    "load_weights",
+    "read_keras_model",
+]
 
 KERAS_SUFFIX = ".keras"
 
@@ -119,6 +136,11 @@ def read_keras_model(path: str | os.PathLike) -> keras.Model:
     recognised by :func:`describe_model`, every weight finite. Anything else is one WeightsError
     naming the file (a truncated file, another kind of model, NaN weights)."""
     path = existing_file(path)
+    if not zipfile.is_zipfile(path):  # Keras itself would say "File not found" for a truncated zip
+        raise WeightsError(
+            f"{path} is not a complete .keras file (not a readable zip archive: truncated?); "
+            "save it again with model.save(...) or download it again"
+        )
     try:
         model = keras.saving.load_model(path)
     except Exception as exc:  # a truncated zip, a foreign config, code refused by safe mode: all unreadable
@@ -138,6 +160,22 @@ def read_keras_model(path: str | os.PathLike) -> keras.Model:
                     "a diverged training run? save a model from before it diverged"
                 )
     return model
+
+
+def inspect_keras(path: str | os.PathLike) -> CheckpointFacts:
+    """``inspect-weights`` for a ``.keras`` file: what :func:`read_keras_model` recognises in it."""
+    model = read_keras_model(path)
+    spec, form, include_top, num_classes = describe_model(model)
+    return CheckpointFacts(
+        path=str(path),
+        sha256=sha256_file(path),
+        scheme="keras",
+        form=form,
+        variant=spec.name,
+        tensors=sum(len(layer.weights) for layer in model.layers),
+        parameters=int(sum(int(np.prod(w.shape)) for w in model.trainable_weights)),
+        num_classes=num_classes if include_top else None,
+    )
 
 
 def load_keras_weights(model: keras.Model, source: str | os.PathLike) -> LoadedWeights:
