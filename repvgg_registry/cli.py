@@ -340,14 +340,15 @@ def inspect_weights(
 def build(
     variant: VariantArgument,
     out: Annotated[
-        Path, typer.Option("--out", "-o", metavar="DIR", help="Folder to create (feature_vector/, classification/).")
+        Path, typer.Option("--out", "-o", metavar="DIR", help="Folder to create (SavedModels and .keras files).")
     ],
     weights: WeightsOption = "timm",
     seed: SeedOption = 0,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an earlier build in --out.")] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Build the fused TF Hub SavedModels (feature vector and classifier) of a variant."""
+    """Build a variant's artifacts: the fused TF Hub SavedModels (feature vector, classifier), the
+    same networks as .keras files, and train.keras (the train form)."""
     spec = get_variant(variant)
     _seed(seed)
     _fetch(weights, [spec])

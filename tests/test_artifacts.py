@@ -428,3 +428,15 @@ def test_a_bad_keras_weights_file_is_one_line_and_writes_nothing(built, tmp_path
     assert re.search(message, lines[0]), lines[0]
     assert "Traceback" not in result.output and not out.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]
+
+
+def test_inspect_weights_reads_a_keras_file(built, tmp_path):
+    result = CliRunner().invoke(app, ["inspect-weights", str(built.keras_files["train"]), "--json"])
+    assert result.exit_code == 0, result.output
+    facts = json.loads(result.stdout)
+    assert (facts["scheme"], facts["form"], facts["variant"], facts["num_classes"]) == ("keras", "train", "A0", 1000)
+    assert facts["parameters"] == count_params(get_variant("A0"), "train", include_top=True)
+    assert facts["sha256"] == sha256_of(built.keras_files["train"])
+    truncated = _truncated(tmp_path / "cut.keras", built.keras_files["train"])
+    result = CliRunner().invoke(app, ["inspect-weights", str(truncated)])
+    assert result.exit_code == 2 and "cut.keras is not a complete .keras file" in result.stderr
