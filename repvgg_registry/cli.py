@@ -28,7 +28,7 @@ except ImportError:  # pragma: no cover - typer on the real click
     from click.exceptions import ClickException
 
 from . import __version__
-from .errors import RegistryError, UsageError, first_line, one_line
+from .errors import RegistryError, UnknownVariantError, UsageError, first_line, one_line
 from .progress import RichPhases
 from .render import Column, fitted_table, millions, top1
 from .variants.complexity import details, summary
@@ -133,6 +133,15 @@ WeightsOption = Annotated[
         help="'random', 'timm', a checkpoint path (.safetensors, .pth, .pt, .bin) or a .keras file.",
     ),
 ]
+LabelsOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--labels",
+        metavar="FILE",
+        help="Class names, one per line (UTF-8), as many as the weights' classifier has outputs "
+        "(default: ImageNet-1k's, for a 1000-class head).",
+    ),
+]
 HubOption = Annotated[
     str | None,
     typer.Option(
@@ -209,7 +218,14 @@ def list_variants(as_json: JsonOption = False, hub: HubOption = None) -> None:
     if warning:
         _warn(warning)
     _index_warnings(target)
-    rows = [{**summary(spec), "published": published.get(spec.hub_name, [])} for spec in VARIANTS]
+    rows = [
+        {
+            **summary(spec),
+            "published": published.get(spec.name, {}).get(spec.hub_name, []),
+            "models": published.get(spec.name, {}),  # every model name built on it, --name ones too
+        }
+        for spec in VARIANTS
+    ]
     if as_json:
         _print_json(rows)
         return
@@ -224,13 +240,22 @@ def list_variants(as_json: JsonOption = False, hub: HubOption = None) -> None:
         Column("GMACs", lambda r: f"{r['gmacs']:.2f}", justify="right", priority=1),
         Column("top-1", lambda r: top1(r["top1"]), justify="right", priority=1),
         Column("size", lambda r: str(r["input_size"]), justify="right", priority=7),
-        Column("published", lambda r: _published_cell(r["published"]), priority=0, fold=True),
+        Column("published", lambda r: _published_cell(r), priority=0, fold=True),
     ]
     console.print(fitted_table(console, "RepVGG variants (params deploy, GMACs at 224)", columns, rows))
 
 
-def _published_cell(published: list[int]) -> str:
-    return ",".join(f"v{n}" for n in published) or "-"
+def _published_cell(row: dict) -> str:
+    """``v1,v2`` for the variant's own model name, then ``flowers-b0 v1`` for each model published
+    on top of it under its own ``--name``."""
+
+    def versions(numbers: list[int]) -> str:
+        return ",".join(f"v{n}" for n in numbers)
+
+    own_name = get_variant(row["name"]).hub_name
+    parts = [versions(row["published"])] if row["published"] else []
+    parts += [f"{name} {versions(numbers)}" for name, numbers in sorted(row["models"].items()) if name != own_name]
+    return " ".join(parts) or "-"
 
 
 @app.command()
@@ -343,6 +368,7 @@ def build(
         Path, typer.Option("--out", "-o", metavar="DIR", help="Folder to create (SavedModels and .keras files).")
     ],
     weights: WeightsOption = "timm",
+    labels: LabelsOption = None,
     seed: SeedOption = 0,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an earlier build in --out.")] = False,
     as_json: JsonOption = False,
@@ -351,11 +377,14 @@ def build(
     same networks as .keras files, and train.keras (the train form)."""
     spec = get_variant(variant)
     _seed(seed)
+    _check_labels(labels)
     _fetch(weights, [spec])
     from .publish.build import build_artifacts
 
     with RichPhases(spec.display_name, console=err_console) as reporter:
-        result = build_artifacts(spec, out, weights=weights, seed=seed, overwrite=overwrite, reporter=reporter)
+        result = build_artifacts(
+            spec, out, weights=weights, labels=labels, seed=seed, overwrite=overwrite, reporter=reporter
+        )
     summary_rows = result.to_dict()
     if as_json:
         _print_json(summary_rows)
@@ -382,6 +411,15 @@ def publish(
     hub: HubOption = None,
     namespace: NamespaceOption = "repvgg",
     weights: WeightsOption = "timm",
+    labels: LabelsOption = None,
+    name: Annotated[
+        str | None,
+        typer.Option(
+            "--name",
+            metavar="NAME",
+            help="Model name to publish under (default: the variant's, e.g. a0); one variant only.",
+        ),
+    ] = None,
     version: Annotated[
         int | None, typer.Option("--version", metavar="N", help="Version number (default: the next one).")
     ] = None,
@@ -390,7 +428,7 @@ def publish(
     as_json: JsonOption = False,
 ) -> None:
     """Build, check and publish variants as the next immutable version in a hub."""
-    from .registry.hub import validate_version
+    from .registry.hub import validate_name, validate_version
 
     if all_variants:
         specs = list(VARIANTS)
@@ -399,13 +437,18 @@ def publish(
     else:
         raise UsageError("VARIANT", "", "name at least one variant, or pass --all")
     validate_version(version)
+    if name is not None:
+        if len(specs) > 1:
+            raise UsageError("--name", name, "names one model: publish one variant with it")
+        name = validate_name(name, "model name")
     _seed(seed)
+    _check_labels(labels)
     target = _open_hub(hub, namespace, private=private)
     # Everything that can refuse the commit (credentials, a taken version, a corrupt index) is
     # asked before minutes of build work.
     try:
         for spec in specs:
-            target.preflight(spec.hub_name, version=version)
+            target.preflight(name or spec.hub_name, version=version, base_variant=spec.name)
         if len(specs) == 1:  # with several, a bad source fails per variant and the others go on
             _fetch(weights, specs)
         else:
@@ -419,6 +462,8 @@ def publish(
     outcomes = target.publish_many(
         [spec.name for spec in specs],
         weights=weights,
+        labels=labels,
+        name=name,
         version=version,
         seed=seed,
         reporter_for=lambda name: RichPhases(name, console=err_console),
@@ -441,27 +486,42 @@ def publish(
             console.print(f"nothing published to {target.location}", markup=False, highlight=False)
         elif failed:
             console.print(f"not published: {', '.join(failed)} (see the errors above)", markup=False, highlight=False)
-    if any(not o.ok for o in outcomes):
-        raise typer.Exit(1)
+    failed = [o for o in outcomes if not o.ok]
+    if failed:  # one variant: its error's code (2 for bad input); several: 1, some may have gone through
+        raise typer.Exit(failed[0].exit_code if len(outcomes) == 1 else 1)
 
 
 @app.command()
 def versions(
-    model: Annotated[str, typer.Argument(metavar="VARIANT", help="Variant name, e.g. A0.")],
+    model: Annotated[
+        str, typer.Argument(metavar="MODEL", help="Variant name (e.g. A0) or a model published with --name.")
+    ],
     hub: HubOption = None,
     namespace: NamespaceOption = "repvgg",
     as_json: JsonOption = False,
 ) -> None:
-    """List the published versions of a variant, per task."""
-    spec = get_variant(model)
+    """List the published versions of a variant or a named model, per task."""
+    from .registry.hub import is_valid_name
+
+    try:
+        spec = get_variant(model)
+        key, title = spec.hub_name, spec.display_name
+    except UnknownVariantError as exc:
+        if not is_valid_name(model.lower()):
+            raise
+        key, title, unknown = model.lower(), model.lower(), exc
+    else:
+        unknown = None
     target = _open_hub(hub, namespace)
-    found = target.versions(spec.hub_name)
+    found = target.versions(key)
     _index_warnings(target)
+    if not found and unknown is not None:  # no variant and no model: most likely a typo of a variant
+        raise unknown from None
     if as_json:
         _print_json([v.to_dict() for v in found])
         return
     if not found:
-        console.print(f"{spec.display_name}: nothing published yet")
+        console.print(f"{title}: nothing published yet")
         return
     columns = [
         # the handle already says task and version: those columns go first when the terminal is narrow
@@ -472,7 +532,7 @@ def versions(
         Column("weights", lambda v: v.weights_source, priority=1, fold=True),
         Column("sha256", lambda v: v.sha256[:16], priority=3),
     ]
-    console.print(fitted_table(console, f"{spec.display_name} versions", columns, found))
+    console.print(fitted_table(console, f"{title} versions", columns, found))
 
 
 @app.command()
@@ -547,6 +607,15 @@ def serve(
         raise UsageError(
             "--port", port, f"cannot bind {host}:{port} ({exc.strerror or exc}); pick another --port"
         ) from None
+
+
+def _check_labels(labels: Path | None) -> None:
+    """A labels file that cannot be read answers before TensorFlow starts (its count is checked
+    against the classifier once the weights are open)."""
+    if labels is not None:
+        from .publish.labels import read_labels_file
+
+        read_labels_file(labels)
 
 
 # ----- TensorFlow and torch start-up --------------------------------------------------------

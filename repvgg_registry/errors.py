@@ -98,6 +98,18 @@ class WeightsError(RegistryError, ValueError):
     """A checkpoint that cannot be loaded, naming the first offending key (and both shapes)."""
 
 
+class LabelsError(RegistryError, ValueError):
+    """A ``--labels`` file that cannot name the classifier's outputs (missing, not UTF-8, empty,
+    a blank line, or another count than the head has), or no file where one is needed; ``path`` is
+    the file (None when none was given)."""
+
+    def __init__(self, path: object | None, problem: str, fix: str) -> None:
+        self.path = None if path is None else str(path)
+        self.problem = problem
+        where = "" if path is None else f"labels file {self.path} "
+        super().__init__(f"{where}{problem}; {fix}")
+
+
 class BuildError(RegistryError, RuntimeError):
     """An artifact failed its check or could not be written; nothing was left behind."""
 
@@ -145,6 +157,21 @@ class VersionExistsError(HubError, FileExistsError):
             "omit --version to publish the next one",
             where=where,
             version=version,
+        )
+
+
+class NameTakenError(HubError, FileExistsError):
+    """A model name whose published versions are of another base variant: versions of one name
+    are one model."""
+
+    def __init__(self, where: str, name: str, base_variant: str, wanted: str) -> None:
+        self.where = where
+        self.name = name
+        self.base_variant = base_variant
+        self.wanted = wanted
+        super().__init__(
+            f"the model name '{name}' is taken in {where} by a RepVGG-{base_variant} model, not RepVGG-{wanted}; "
+            "choose another --name"
         )
 
 

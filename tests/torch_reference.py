@@ -30,7 +30,7 @@ GAMMA_IDENTITY = (0.8, 1.2)
 
 
 def timm_model(
-    spec: VariantSpec, calibration: list[np.ndarray], seed: int = 0, perturb: float = 1.0
+    spec: VariantSpec, calibration: list[np.ndarray], seed: int = 0, perturb: float = 1.0, num_classes: int = 1000
 ) -> torch.nn.Module:
     """timm's model of ``spec`` (a ByobNet config with groups 2 for the g2 variants timm lacks),
     with random weights and randomised BN statistics, in eval mode.
@@ -44,7 +44,7 @@ def timm_model(
     """
     torch.manual_seed(seed)
     if spec.timm_name:
-        model = timm.create_model(spec.timm_name, pretrained=False)
+        model = timm.create_model(spec.timm_name, pretrained=False, num_classes=num_classes)
     else:
         a, b = spec.width_multipliers
         cfg = ByoModelCfg(
@@ -52,7 +52,7 @@ def timm_model(
             stem_type="rep",
             stem_chs=min(64, int(64 * a)),
         )
-        model = ByobNet(cfg, num_classes=1000)
+        model = ByobNet(cfg, num_classes=num_classes)
     gen = torch.Generator().manual_seed(seed)
     named = [(n, m) for n, m in model.named_modules() if isinstance(m, torch.nn.BatchNorm2d)]
     norms = [m for _, m in named]

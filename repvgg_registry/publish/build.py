@@ -33,15 +33,15 @@ import tensorflow as tf
 from .. import __version__
 from ..errors import BuildError, first_line
 from ..variants.blocks import POOL
-from ..variants.builder import build_model
 from ..variants.complexity import count_macs, count_params
 from ..variants.equivalence import RTOL, compare_outputs
 from ..variants.fusion import fuse
+from ..variants.graph import describe_model
 from ..variants.table import IMAGENET_MEAN, IMAGENET_STD, VariantSpec, get_variant
-from ..variants.weights import LoadedWeights, load_weights
+from ..variants.weights import LoadedWeights, WeightsSource
 from .card import model_card
 from .hub_module import RepVGGHubModule
-from .labels import labels_text, synsets_text
+from .labels import IMAGENET, ClassNames, class_names
 from .release import staged_files
 from .tasks import OUTPUT_KEYS, RELEASE_TASKS, TASKS, TRAIN, describe_output
 
@@ -122,12 +122,28 @@ def _weights_record(loaded: LoadedWeights | None, source: str, seed: int) -> dic
     }
 
 
-def artifact_metadata(spec: VariantSpec, task: str, weights: dict, max_abs_diff: float, num_classes: int) -> dict:
-    """Everything a consumer or the registry needs to know about one artifact."""
+def artifact_metadata(
+    spec: VariantSpec,
+    task: str,
+    weights: dict,
+    max_abs_diff: float,
+    num_classes: int,
+    *,
+    labels_source: str = IMAGENET,
+    name: str | None = None,
+    has_train_form: bool = True,
+) -> dict:
+    """Everything a consumer or the registry needs to know about one artifact. ``name``: the model
+    name it is published under (default the variant's); ``labels_source``: ``imagenet-1k`` or the
+    labels file's name; ``has_train_form``: False for a deploy-form source (no ``train.keras``)."""
     size = spec.input_size
+    top = task == "classification"
+    imagenet = labels_source == IMAGENET
     return {
         "format": "tf-hub-reusable-savedmodel",
         "variant": spec.name,
+        "base_variant": spec.name,
+        "name": name or spec.hub_name,
         "display_name": spec.display_name,
         "task": task,
         "form": "fused",
@@ -143,17 +159,29 @@ def artifact_metadata(spec: VariantSpec, task: str, weights: dict, max_abs_diff:
             "normalization": {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "inside_model": True},
         },
         "output": (
-            {"name": "logits", "num_classes": num_classes, "background_class": False, "labels": "assets/labels.txt"}
-            if task == "classification"
+            {
+                "name": "logits",
+                "num_classes": num_classes,
+                "background_class": False,
+                "labels": "assets/labels.txt",
+                "labels_source": labels_source,
+            }
+            if top
             else {"name": "feature_vector", "num_features": spec.num_features}
         ),
         "signature": {"serving_default": {"inputs": ["images"], "outputs": [OUTPUT_KEYS[task]]}},
         "weights": weights,
-        "fusion": {"max_abs_diff": max_abs_diff, "rtol": RTOL, "reference": "train-time multi-branch form"},
-        "params": count_params(spec, "deploy", include_top=task == "classification"),
-        "gmacs_224": round(count_macs(spec, 224, include_top=task == "classification") / 1e9, 4),
-        "gmacs_default": round(count_macs(spec, size, include_top=task == "classification") / 1e9, 4),
-        "top1": spec.top1_paper,
+        "fusion": {
+            "max_abs_diff": max_abs_diff,
+            "rtol": RTOL,
+            "reference": "train-time multi-branch form" if has_train_form else "the deploy-form source itself",
+            "train_form": has_train_form,
+        },
+        "params": count_params(spec, "deploy", include_top=top, num_classes=num_classes),
+        "gmacs_224": round(count_macs(spec, 224, include_top=top, num_classes=num_classes) / 1e9, 4),
+        "gmacs_default": round(count_macs(spec, size, include_top=top, num_classes=num_classes) / 1e9, 4),
+        # the paper's ImageNet top-1 describes an ImageNet head, not a fine-tuned one
+        "top1": spec.top1_paper if imagenet and num_classes == spec.num_classes else None,
         "license": LICENSE,
         "tool": {
             "repvgg_registry": __version__,
@@ -175,15 +203,16 @@ def _differs(what: str, reference, candidate, size: tuple[int, int], *, rtol: fl
 def _check(
     artifacts: dict[str, Path],
     keras_files: dict[str, Path],
-    train: keras.Model,
+    source: keras.Model,
     features: keras.Model,
     spec: VariantSpec,
     seed: int,
 ) -> float:
     """Reload every artifact from disk (the ``.keras`` files in safe mode, as a user would) and
-    compare on two sizes: each SavedModel with the train form in memory (the fusion bound), each
-    fused ``.keras`` with its SavedModel (:data:`FORMAT_RTOL`), ``train.keras`` with
-    ``classification.keras`` (the fusion bound). Returns the worst train-vs-fused diff."""
+    compare on two sizes: each SavedModel with the source model in memory (the train form: the
+    fusion bound; a deploy-form source: itself), each fused ``.keras`` with its SavedModel
+    (:data:`FORMAT_RTOL`), ``train.keras`` (if any) with ``classification.keras`` (the fusion
+    bound). Returns the worst source-vs-artifact diff."""
     worst = 0.0
     rng = np.random.default_rng(seed)
     served_by = {
@@ -197,7 +226,8 @@ def _check(
             raise BuildError(
                 f"{path.name} does not reload with keras.saving.load_model ({first_line(exc)}); nothing was written"
             ) from None
-    references = {"classification": train, "feature_vector": features}
+    references = {"classification": source, "feature_vector": features}
+    against = "train form" if describe_model(source).form == "train" else "deploy-form source"
     name = spec.display_name
     for size in check_sizes(spec):
         images = rng.random((2, *size, 3), dtype=np.float32)
@@ -205,9 +235,8 @@ def _check(
         for task, serve in served_by.items():
             served[task] = serve(images=tf.constant(images))[OUTPUT_KEYS[task]].numpy()
             reference = np.asarray(references[task](images, training=False))
-            worst = max(
-                worst, _differs(f"{name} {task} artifact differs from the train form", reference, served[task], size)
-            )
+            diff = _differs(f"{name} {task} artifact differs from the {against}", reference, served[task], size)
+            worst = max(worst, diff)
             from_keras = np.asarray(reloaded[task](images, training=False))
             _differs(
                 f"{name} {task}.keras differs from the {task} SavedModel",
@@ -216,6 +245,8 @@ def _check(
                 size,
                 rtol=FORMAT_RTOL,
             )
+        if TRAIN not in reloaded:
+            continue
         logits = np.asarray(reloaded["classification"](images, training=False))
         train_logits = np.asarray(reloaded[TRAIN](images, training=False))
         worst = max(
@@ -229,18 +260,20 @@ def _feature_model(model: keras.Model, name: str) -> keras.Model:
     return keras.Model(model.input, model.get_layer(POOL).output, name=name)
 
 
-def save_keras_files(train: keras.Model, deploy: keras.Model, folder: Path, spec: VariantSpec) -> dict[str, Path]:
-    """Write ``feature_vector.keras``, ``classification.keras`` (fused) and ``train.keras`` into
-    ``folder``; every model takes RGB in [0, 1] (its ``normalize`` layer comes first)."""
+def save_keras_files(train: keras.Model | None, deploy: keras.Model, folder: Path, model_name: str) -> dict[str, Path]:
+    """Write ``feature_vector.keras``, ``classification.keras`` (fused) and ``train.keras`` (when
+    there is a train form) into ``folder``; every model takes RGB in [0, 1] (its ``normalize``
+    layer comes first)."""
     models = {
-        "feature_vector": _feature_model(deploy, f"repvgg_{spec.hub_name}_feature_vector"),
+        "feature_vector": _feature_model(deploy, f"repvgg_{model_name}_feature_vector"),
         "classification": deploy,
         TRAIN: train,
     }
     paths = {}
     for task in RELEASE_TASKS:
-        paths[task] = staged_files(folder, task).keras
-        models[task].save(paths[task])
+        if models[task] is not None:
+            paths[task] = staged_files(folder, task).keras
+            models[task].save(paths[task])
     return paths
 
 
@@ -249,6 +282,8 @@ def build_artifacts(
     out_dir: str | os.PathLike,
     *,
     weights: str = "random",
+    labels: str | os.PathLike | None = None,
+    name: str | None = None,
     seed: int = 0,
     overwrite: bool = False,
     reporter: Reporter | None = None,
@@ -256,8 +291,12 @@ def build_artifacts(
     """Build ``out_dir/feature_vector`` and ``out_dir/classification`` (SavedModels) and
     ``out_dir/{feature_vector,classification,train}.keras`` for ``variant``.
 
-    ``weights`` is ``random`` (seeded, reproducible), ``timm`` or a checkpoint path. The output
-    appears only after the reloaded artifacts match the train form.
+    ``weights`` is ``random`` (seeded, reproducible), ``timm``, a checkpoint path or a ``.keras``
+    file. The head follows the weights: a 10-class classifier gives 10 logits, named by
+    ``labels`` (a file, one name per line; ImageNet-1k's names by default, for 1000 classes only).
+    A deploy-form source is not fused (there is no train form) and gives no ``train.keras``.
+    ``name``: the model name it will be published under (for metadata and cards). The output
+    appears only after the reloaded artifacts match the source model.
     """
     spec = get_variant(variant)
     reporter = reporter or Reporter()
@@ -275,14 +314,18 @@ def build_artifacts(
 
         return run()
 
+    model_name = name or spec.hub_name
     with timed("build"):
         keras.utils.set_random_seed(seed)
-        train = build_model(spec, "train", include_preprocessing=True, name=f"repvgg_{spec.hub_name}_train")
+        source = WeightsSource.open(spec, weights)
+        names = class_names(source.num_classes, labels)  # before minutes of work
+        model = source.build(include_preprocessing=True, name=f"repvgg_{model_name}_{source.form}")
     with timed("weights"):
-        loaded = None if weights in (None, "random") else load_weights(train, weights)
+        loaded = source.fill(model)
     with timed("fuse"):
-        deploy = fuse(train, name=f"repvgg_{spec.hub_name}_classification")
-        features = _feature_model(train, f"repvgg_{spec.hub_name}_train_features")
+        train = model if source.form == "train" else None
+        deploy = fuse(model, name=f"repvgg_{model_name}_classification") if train is not None else model
+        features = _feature_model(model, f"repvgg_{model_name}_source_features")
     try:
         out_dir.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.staging-", dir=out_dir.parent))
@@ -293,22 +336,29 @@ def build_artifacts(
             artifacts = {}
             labels_dir = staging / ".labels"
             labels_dir.mkdir()
-            (labels_dir / "labels.txt").write_text(labels_text())
-            (labels_dir / "synsets.txt").write_text(synsets_text())
-            class_files = [labels_dir / "labels.txt", labels_dir / "synsets.txt"]
+            class_files = _write_class_files(labels_dir, names)
             for task in TASKS:
                 module = RepVGGHubModule(deploy, task, assets=class_files if task == "classification" else ())
                 artifacts[task] = staging / task
                 module.save(artifacts[task])
-            keras_files = save_keras_files(train, deploy, staging, spec)
+            keras_files = save_keras_files(train, deploy, staging, model_name)
         with timed("check"):
-            max_diff = _check(artifacts, keras_files, train, features, spec, seed)
+            max_diff = _check(artifacts, keras_files, model, features, spec, seed)
             record = _weights_record(loaded, str(weights), seed)
             metadata = {}
             for task, folder in artifacts.items():
-                metadata[task] = artifact_metadata(spec, task, record, max_diff, deploy.output.shape[-1])
+                metadata[task] = artifact_metadata(
+                    spec,
+                    task,
+                    record,
+                    max_diff,
+                    source.num_classes,
+                    labels_source=names.source,
+                    name=model_name,
+                    has_train_form=train is not None,
+                )
                 (folder / "metadata.json").write_text(json.dumps(metadata[task], indent=2, sort_keys=True) + "\n")
-                (folder / "README.md").write_text(model_card(metadata[task]))
+                (folder / "README.md").write_text(model_card(metadata[task], labels=names.labels))
         shutil.rmtree(labels_dir)
         _replace(staging, out_dir, overwrite)
     except (OSError, tf.errors.OpError) as exc:  # a full disk surfaces as either (SaveV2, write)
@@ -323,9 +373,18 @@ def build_artifacts(
     params = {
         "feature_vector": metadata["feature_vector"]["params"],
         "classification": metadata["classification"]["params"],
-        TRAIN: count_params(spec, "train", include_top=True),
+        TRAIN: count_params(spec, "train", include_top=True, num_classes=source.num_classes),
     }
     return BuildResult(spec.name, out_dir, final, metadata, max_diff, timings, final_keras, params)
+
+
+def _write_class_files(folder: Path, names: ClassNames) -> list[Path]:
+    """``labels.txt`` (and for ImageNet ``synsets.txt``) in ``folder``, for the classifier's assets/."""
+    paths = []
+    for file_name, text in names.files().items():
+        paths.append(folder / file_name)
+        paths[-1].write_text(text, encoding="utf-8")
+    return paths
 
 
 def is_build_folder(path: Path) -> bool:

@@ -47,19 +47,65 @@ def yaml_header(meta: dict, extra_tags: tuple[str, ...] = ()) -> str:
     return "\n".join(lines) + "\n"
 
 
-def model_card(meta: dict, *, handle: str | None = None) -> str:
-    """Markdown card with the numbers, the provenance and copy-paste snippets."""
+#: How many class names a card lists before "...".
+LABELS_SHOWN = 5
+
+
+def is_custom(meta: dict) -> bool:
+    """Whether an artifact is a model of its own (a ``--name``, or a head that is not ImageNet-1k's)
+    rather than the variant's ImageNet release: its card then says what it is."""
+    output = meta.get("output", {})
+    labels_source = output.get("labels_source", "imagenet-1k")
+    own_name = meta.get("name", meta["variant"].lower()) != meta["variant"].lower()
+    return own_name or labels_source != "imagenet-1k" or output.get("num_classes", 1000) != 1000
+
+
+def custom_model_text(meta: dict, labels: tuple[str, ...] | list[str] = ()) -> str:
+    """The card section of a custom model: its base variant, classes, first labels, weights file."""
+    weights = meta["weights"]
+    num = meta["output"].get("num_classes")
+    shown = ", ".join(f"`{markdown_text(label)}`" for label in list(labels)[:LABELS_SHOWN])
+    more = ", ..." if len(labels) > LABELS_SHOWN else ""
+    lines = [
+        f"**{markdown_text(meta.get('name', meta['variant'].lower()))}** is a custom model built on "
+        f"RepVGG-{markdown_text(meta['base_variant'] if 'base_variant' in meta else meta['variant'])}.",
+        "",
+        f"* classes: {num}" + (f" ({shown}{more})" if shown else ""),
+        f"* labels: {markdown_text(meta['output'].get('labels_source', '-'))}",
+        f"* weights: {markdown_text(weights.get('file') or weights.get('source'))}"
+        + (f" (sha256 `{markdown_text(weights['sha256'])}`)" if weights.get("sha256") else ""),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def model_card(meta: dict, *, handle: str | None = None, labels: tuple[str, ...] | list[str] = ()) -> str:
+    """Markdown card with the numbers, the provenance and copy-paste snippets; a custom model
+    (:func:`is_custom`) also says what it is (``labels``: its class names, the first few shown)."""
     task = meta["task"]
     name = meta["display_name"]
     size = meta["input"]["default_size"]
     where = handle or "path/to/this/folder"
     output = meta["output"]
+    custom = custom_model_text(meta, labels) + "\n" if is_custom(meta) else ""
+    train_note = (
+        "`train.keras` beside it is the multi-branch train form with its head: fine-tune that (the RepVGG\n"
+        "authors' advice), then fuse it with `repvgg_registry.variants.fusion.fuse`."
+        if meta.get("fusion", {}).get("train_form", True)
+        else "This model was built from a deploy-form (fused) source: there is no train form, so no\n"
+        "`train.keras` ships with it."
+    )
     if task == "classification":
-        out_line = (
-            f"`logits`: float32 `[batch, {output['num_classes']}]`, ImageNet-1k classes 0..999 in "
-            "`assets/labels.txt` (WordNet ids in `assets/synsets.txt`). **No background class**: 1000 "
-            "outputs, not the 1001 of Google's TF Hub classifiers."
-        )
+        if output.get("labels_source", "imagenet-1k") != "imagenet-1k":
+            out_line = (
+                f"`logits`: float32 `[batch, {output['num_classes']}]`, one per class, named line by line in "
+                "`assets/labels.txt`."
+            )
+        else:
+            out_line = (
+                f"`logits`: float32 `[batch, {output['num_classes']}]`, ImageNet-1k classes 0..999 in "
+                "`assets/labels.txt` (WordNet ids in `assets/synsets.txt`). **No background class**: 1000 "
+                "outputs, not the 1001 of Google's TF Hub classifiers."
+            )
         head = "tf_keras.layers.Softmax()"
         keras_use = "probabilities = keras.ops.softmax(model(images))       # images in [0, 1], any size"
     else:
@@ -75,13 +121,16 @@ def model_card(meta: dict, *, handle: str | None = None) -> str:
     if weights.get("sha256"):
         provenance += f" (sha256 `{markdown_text(weights['sha256'])}`)"
     top1 = meta["top1"] if meta["top1"] is not None else "not reported"
+    if is_custom(meta):
+        top1 = "does not apply: a custom model, not the ImageNet release"
+        name = f"{meta.get('name', name)} ({name})"
     if weights.get("source") == "random":
         top1 = f"{top1} (does not apply: random weights)"
     return f"""{yaml_header(meta)}
-# {name} {_TASK_TITLE[task]} (fused, TF Hub SavedModel)
+# {markdown_text(name)} {_TASK_TITLE[task]} (fused, TF Hub SavedModel)
 
 {random_weights_banner(weights)}
-RepVGG ([Ding et al., 2021](https://arxiv.org/abs/2101.03697)) after structural
+{custom}RepVGG ([Ding et al., 2021](https://arxiv.org/abs/2101.03697)) after structural
 re-parameterization: every block is one 3x3 convolution + ReLU. Built by repvgg-registry
 {meta["tool"]["repvgg_registry"]} with TensorFlow {meta["tool"]["tensorflow"]}.
 
@@ -114,8 +163,7 @@ model = keras.saving.load_model("{keras_where}")
 {keras_use}
 ```
 
-`train.keras` beside it is the multi-branch train form with its head: fine-tune that (the RepVGG
-authors' advice), then fuse it with `repvgg_registry.variants.fusion.fuse`.
+{train_note}
 
 tf_keras with `tensorflow_hub` (fine-tunable, `trainable=True`):
 

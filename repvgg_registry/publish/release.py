@@ -133,11 +133,17 @@ def primary_record(manifest: dict) -> dict:
     return manifest["archive"] if "archive" in manifest else manifest["keras"]
 
 
+def release_tasks(release: Path) -> tuple[str, ...]:
+    """The tasks a build folder or staged release holds: both SavedModel tasks, and ``train`` when
+    there is a ``train.keras`` (a deploy-form source has no train form to ship)."""
+    return TASKS + ((TRAIN,) if staged_files(release, TRAIN).keras.exists() else ())
+
+
 def stage_release(build_dir: Path) -> dict[str, dict]:
     """Add archives and manifests next to the artifacts of ``build_dir``; returns the manifests."""
     manifests = {}
     metas = {task: json.loads((build_dir / task / "metadata.json").read_text()) for task in TASKS}
-    for task in RELEASE_TASKS:
+    for task in release_tasks(build_dir):
         files = staged_files(build_dir, task)
         sha = write_archive(files.folder, files.archive) if files.folder is not None else None
         manifests[task] = make_manifest(files, metas.get(task, metas["classification"]), sha)
@@ -156,6 +162,7 @@ __all__ = [
     "is_present",
     "make_manifest",
     "primary_record",
+    "release_tasks",
     "stage_release",
     "staged_files",
 ]

@@ -20,11 +20,12 @@ def open_hub(location: str | None = None, *, namespace: str = DEFAULT_NAMESPACE,
     return LocalHub(location, namespace=namespace)
 
 
-def published_by_variant(hub: Hub) -> tuple[dict[str, list[int]], str | None]:
-    """``({variant: [versions]}, warning)`` for ``list``: a hub whose records cannot be read gives
-    nothing and a warning that says so, instead of silently showing nothing published."""
+def published_by_variant(hub: Hub) -> tuple[dict[str, dict[str, list[int]]], str | None]:
+    """``({base variant: {model name: [versions]}}, warning)`` for ``list``: a hub whose records
+    cannot be read gives nothing and a warning that says so, instead of silently showing nothing
+    published."""
     try:
-        return hub.published_versions(), None
+        return hub.published_models(), None
     except HubError as exc:
         return {}, f"cannot read what {hub.location} has published: {exc}"
 

@@ -20,6 +20,7 @@ from typing import Any
 from ..errors import (
     InvalidHandleError,
     InvalidNameError,
+    NameTakenError,
     RegistryError,
     UsageError,
     VersionExistsError,
@@ -103,6 +104,7 @@ class VersionInfo:
     weights_source: str
     sha256: str  # of the .tar.gz archive (of the .keras file for ``train``)
     location: str = ""  # a path or URL where it lives
+    base_variant: str | None = None  # the table's variant (e.g. "B0") a custom name is built on
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -149,6 +151,7 @@ class PublishOutcome:
     handles: tuple[str, ...] = ()
     seconds: float = 0.0
     error: str | None = None
+    exit_code: int = 0  # the error's (2 for bad input, 1 for anything else)
 
     @property
     def ok(self) -> bool:
@@ -212,12 +215,17 @@ class Hub(ABC):
     def check_can_publish(self) -> None:  # noqa: B027 - optional hook, most hubs need nothing
         """Raise before any build work when publishing cannot succeed (e.g. no token)."""
 
-    def preflight(self, model: str, *, version: int | None = None) -> None:
+    def preflight(self, model: str, *, version: int | None = None, base_variant: str | None = None) -> None:
         """Everything that can refuse a publish of ``model``, asked before minutes of build work:
-        credentials and write access, readable records, a ``version`` that is free."""
+        credentials and write access, readable records, a ``version`` that is free, and a model
+        name that is not another base variant's (``base_variant``: the table's name, e.g. ``B0``)."""
         validate_name(model.lower(), "model name")
         validate_version(version)
         self.check_can_publish()
+        if base_variant is not None:
+            bases = {v.base_variant for v in self.versions(model) if v.base_variant}
+            if bases and base_variant not in bases:
+                raise NameTakenError(self.location, model.lower(), sorted(bases)[0], base_variant)
         if version is not None and version in self.taken_versions(model):
             raise VersionExistsError.taken(f"{self.namespace}/{model.lower()}", version)
 
@@ -228,18 +236,31 @@ class Hub(ABC):
 
     # ----- the verbs -----------------------------------------------------------------------
     def publish(
-        self, variant: str, *, weights: str = "timm", version: int | None = None, seed: int = 0, reporter=None
+        self,
+        variant: str,
+        *,
+        weights: str = "timm",
+        labels: str | Path | None = None,
+        name: str | None = None,
+        version: int | None = None,
+        seed: int = 0,
+        reporter=None,
     ) -> list[VersionInfo]:
-        """Build, check, archive and publish both artifacts of ``variant`` as one version."""
+        """Build, check, archive and publish every artifact of ``variant`` as one version, under
+        the model name ``name`` (default the variant's), its classes named by ``labels``."""
         from .operations import publish_variant
 
-        return publish_variant(self, variant, weights=weights, version=version, seed=seed, reporter=reporter)
+        return publish_variant(
+            self, variant, weights=weights, labels=labels, name=name, version=version, seed=seed, reporter=reporter
+        )
 
     def publish_many(
         self,
         variants: list[str],
         *,
         weights: str = "timm",
+        labels: str | Path | None = None,
+        name: str | None = None,
         version: int | None = None,
         seed: int = 0,
         reporter_for: Callable[[str], Any] | None = None,
@@ -247,20 +268,27 @@ class Hub(ABC):
     ) -> list[PublishOutcome]:
         """Publish each variant in turn; one failure is recorded (and given to ``on_error``) and the
         others go on. ``reporter_for(name)`` gives a progress reporter (a context manager) per variant."""
+        if name is not None and len(variants) > 1:
+            raise UsageError("--name", name, "names one model: publish one variant with it")
         outcomes = []
-        for name in variants:
+        for variant in variants:
             start = time.perf_counter()
-            reporter = reporter_for(name) if reporter_for else contextlib.nullcontext(None)
+            reporter = reporter_for(variant) if reporter_for else contextlib.nullcontext(None)
             try:
                 with reporter as phases:
-                    published = self.publish(name, weights=weights, version=version, seed=seed, reporter=phases)
+                    published = self.publish(
+                        variant, weights=weights, labels=labels, name=name, version=version, seed=seed, reporter=phases
+                    )
             except (RegistryError, OSError) as exc:  # one line each: a full disk as much as a bad checkpoint
-                outcome = PublishOutcome(name, error=str(exc) if isinstance(exc, RegistryError) else first_line(exc))
+                known = isinstance(exc, RegistryError)
+                outcome = PublishOutcome(
+                    variant, error=str(exc) if known else first_line(exc), exit_code=exc.exit_code if known else 1
+                )
                 if on_error:
                     on_error(outcome)
             else:
                 outcome = PublishOutcome(
-                    name,
+                    variant,
                     version=published[0].handle.version,
                     handles=tuple(str(v.handle) for v in published),
                     seconds=time.perf_counter() - start,
@@ -276,5 +304,10 @@ class Hub(ABC):
         return verify(self, target)
 
     def published_versions(self) -> dict[str, list[int]]:
-        """``{variant: [versions]}`` for ``list``; hubs that cannot answer cheaply return {}."""
+        """``{model name: [versions]}``; hubs that cannot answer cheaply return {}."""
+        return {}
+
+    def published_models(self) -> dict[str, dict[str, list[int]]]:
+        """``{base variant: {model name: [versions]}}`` for ``list``, with the models published
+        under their own ``--name``; hubs that cannot answer cheaply return {}."""
         return {}

@@ -51,8 +51,8 @@ from ..hf_client import (
     quiet_hf,
 )
 from ..publish.card import RANDOM_WEIGHTS_BANNER, markdown_text, yaml_header
-from ..publish.release import ArtifactFiles, artifact_files, primary_record, staged_files
-from ..publish.tasks import RELEASE_TASKS, has_savedmodel, output_width
+from ..publish.release import ArtifactFiles, artifact_files, primary_record, release_tasks, staged_files
+from ..publish.tasks import RELEASE_TASKS, TASKS, has_savedmodel, output_width
 from .hub import (
     DEFAULT_NAMESPACE,
     Handle,
@@ -376,9 +376,7 @@ class HuggingFaceHub(Hub):
             raise HubError(
                 f"could not tag {repo_id} v{version}: {first_line(exc)}; rerun (an untagged commit is no version)"
             ) from None
-        return [
-            self._info(repo_id, Handle(self.namespace, key, task, version), manifests[task]) for task in RELEASE_TASKS
-        ]
+        return [self._info(repo_id, Handle(self.namespace, key, task, version), manifests[task]) for task in manifests]
 
 
 def _download_patterns(task: str) -> list[str]:
@@ -393,7 +391,7 @@ def _read_staged(staged: Path) -> dict[str, dict]:
     missing (a ``.keras`` above all, which older stagings lack) stops the publish here, before a
     commit that would make a version without it."""
     manifests = {}
-    for task in RELEASE_TASKS:
+    for task in release_tasks(staged):
         files = staged_files(staged, task)
         for path in files.missing():
             raise HubStateError(path, "is missing from the staged release", "stage the build again and rerun")
@@ -424,11 +422,11 @@ def _digest_rows(manifests: dict[str, dict]) -> str:
     rows = [
         f"| {manifests[task]['keras']['name']} sha256 | {_markdown_digest(manifests[task]['keras']['sha256'])} |"
         for task in RELEASE_TASKS
+        if task in manifests
     ]
     rows += [
         f"| {manifests[task]['archive']['name']} sha256 | {_markdown_digest(manifests[task]['archive']['sha256'])} |"
-        for task in RELEASE_TASKS
-        if has_savedmodel(task)
+        for task in TASKS
     ]
     return "\n".join(rows)
 

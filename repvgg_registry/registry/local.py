@@ -77,6 +77,7 @@ from ..publish.release import (
     core_roles,
     is_present,
     primary_record,
+    release_tasks,
     staged_files,
 )
 from ..publish.tasks import RELEASE_TASKS
@@ -168,6 +169,8 @@ def entry_problem(item: object) -> str | None:
         return f"{text}: no 'created' time"
     if not isinstance(item.get("weights_source"), str):
         return f"{text}: no 'weights_source'"
+    if not isinstance(item.get("base_variant", ""), str):
+        return f"{text}: 'base_variant' {_short(item['base_variant'])} is not a variant name"
     if not _is_sha256(item.get("sha256")):
         return f"{text}: 'sha256' {_short(item.get('sha256'))} is not a sha256"
     for key in ("manifest_sha256", "keras_sha256"):
@@ -195,10 +198,21 @@ def _entry(handle: Handle, created: str, manifest: dict, manifest_sha256: str) -
         "sha256": primary["sha256"],
         "archive_size": primary["size"],
         "manifest_sha256": manifest_sha256,
+        "base_variant": manifest["variant"],
     }
     if "keras" in manifest:
         entry.update(keras_sha256=manifest["keras"]["sha256"], keras_size=manifest["keras"]["size"])
     return entry
+
+
+def _variant_named(model: str) -> str | None:
+    """The table's name of the variant whose own model name ``model`` is (``a0`` -> ``A0``)."""
+    from ..variants.table import UnknownVariantError, get_variant
+
+    try:
+        return get_variant(model).name
+    except UnknownVariantError:
+        return None
 
 
 def _os_reason(exc: OSError) -> str:
@@ -481,11 +495,25 @@ class LocalHub(Hub):
                 out.setdefault(item["variant"], set()).add(item["version"])
         return {k: sorted(v) for k, v in out.items()}
 
+    def published_models(self) -> dict[str, dict[str, list[int]]]:
+        """``{base variant: {model name: [versions]}}`` of this namespace. An entry from before
+        base variants were recorded is a variant's own name (``a0``) or is left out."""
+        out: dict[str, dict[str, set[int]]] = {}
+        for item in self.read_index():
+            if item["namespace"] != self.namespace:
+                continue
+            base = item.get("base_variant") or _variant_named(item["variant"])
+            if base is not None:
+                out.setdefault(base, {}).setdefault(item["variant"], set()).add(item["version"])
+        return {base: {m: sorted(v) for m, v in models.items()} for base, models in out.items()}
+
     def _info(self, item: dict) -> VersionInfo:
         handle = Handle.parse(item["handle"])
         files = self.paths(handle)
         where = files.folder if files.folder is not None else files.keras
-        return VersionInfo(handle, item["created"], item["weights_source"], item["sha256"], str(where))
+        return VersionInfo(
+            handle, item["created"], item["weights_source"], item["sha256"], str(where), item.get("base_variant")
+        )
 
     def artifact_files(self, handle: Handle) -> ArtifactFiles:
         self.entry(handle)
@@ -859,7 +887,7 @@ class LocalHub(Hub):
 
     def _read_staged(self, staged: Path) -> dict[str, dict]:
         manifests = {}
-        for task in RELEASE_TASKS:
+        for task in release_tasks(staged):
             files = staged_files(staged, task)
             for path in files.missing():
                 raise HubStateError(path, "is missing from the staged release", "stage the build again and rerun")
@@ -904,7 +932,7 @@ class LocalHub(Hub):
                 # Another filesystem, maybe: bring the files next to their targets, so the commit is renames.
                 source = area / "release"
                 source.mkdir()
-                for task in RELEASE_TASKS:
+                for task in manifests:
                     for path in staged_files(staged, task).roles().values():
                         shutil.move(path, source / path.name)
                         moved.append((source / path.name, path))
@@ -942,7 +970,7 @@ class LocalHub(Hub):
         created = _now()
         moves: list[tuple[Path, Path]] = []
         new_entries = []
-        for task in RELEASE_TASKS:
+        for task in manifests:
             handle = Handle.parse(f"{self.namespace}/{key}/{task}/{version}")
             targets = self.paths(handle).roles()
             staged = staged_files(source, task).roles()

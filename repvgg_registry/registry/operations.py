@@ -24,7 +24,7 @@ from ..publish.release import (
 )
 from ..publish.tasks import RELEASE_TASKS, TASKS
 from ..publish.verify import verify_artifact, verify_keras, verify_savedmodel
-from .hub import Handle, Hub, VerifyReport, VersionInfo
+from .hub import Handle, Hub, VerifyReport, VersionInfo, validate_name
 
 
 def publish_variant(
@@ -32,24 +32,28 @@ def publish_variant(
     variant: str,
     *,
     weights: str = "timm",
+    labels: str | Path | None = None,
+    name: str | None = None,
     version: int | None = None,
     seed: int = 0,
     reporter: Reporter | None = None,
 ) -> list[VersionInfo]:
-    """Build, check, archive and publish every artifact of ``variant`` as one version."""
+    """Build, check, archive and publish every artifact of ``variant`` as one version of the
+    model ``name`` (default: the variant's own name, e.g. ``a0``)."""
     from ..variants.table import get_variant
 
     spec = get_variant(variant)
+    model = validate_name(name.lower() if isinstance(name, str) else spec.hub_name, "model name")
     reporter = reporter or Reporter()
-    hub.preflight(spec.hub_name, version=version)
+    hub.preflight(model, version=version, base_variant=spec.name)
     staging = hub.staging_dir()
     try:
         build_dir = staging / "release"
-        build_artifacts(spec, build_dir, weights=weights, seed=seed, reporter=reporter)
+        build_artifacts(spec, build_dir, weights=weights, labels=labels, name=model, seed=seed, reporter=reporter)
         with reporter.phase("archive"):
             stage_release(build_dir)
         with reporter.phase("publish"):
-            return hub.publish_staged(spec.hub_name, build_dir, version=version)
+            return hub.publish_staged(model, build_dir, version=version)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 

@@ -36,12 +36,14 @@ def head_params(spec: VariantSpec, num_classes: int | None = None) -> int:
     return spec.num_features * classes + classes
 
 
-def count_params(spec: VariantSpec, form: str = "deploy", *, include_top: bool = True) -> int:
-    """Total trainable parameters of the whole network."""
+def count_params(
+    spec: VariantSpec, form: str = "deploy", *, include_top: bool = True, num_classes: int | None = None
+) -> int:
+    """Total trainable parameters of the whole network (with a ``num_classes`` head, default the variant's)."""
     if form not in ("train", "deploy"):
         raise ValueError(f"form must be 'train' or 'deploy', not {form!r}")
     total = sum(block_params(p, form) for p in spec.layers())
-    return total + (head_params(spec) if include_top else 0)
+    return total + (head_params(spec, num_classes) if include_top else 0)
 
 
 def layer_macs(spec: VariantSpec, height: int = 224, width: int | None = None) -> list[int]:
@@ -57,11 +59,19 @@ def layer_macs(spec: VariantSpec, height: int = 224, width: int | None = None) -
     return macs
 
 
-def count_macs(spec: VariantSpec, height: int = 224, width: int | None = None, *, include_top: bool = True) -> int:
-    """Multiply-accumulates of the deploy form for one image of ``height`` x ``width``."""
+def count_macs(
+    spec: VariantSpec,
+    height: int = 224,
+    width: int | None = None,
+    *,
+    include_top: bool = True,
+    num_classes: int | None = None,
+) -> int:
+    """Multiply-accumulates of the deploy form for one image of ``height`` x ``width`` (with a
+    ``num_classes`` head, default the variant's)."""
     macs = sum(layer_macs(spec, height, width))
     if include_top:
-        macs += spec.num_features * spec.num_classes
+        macs += spec.num_features * (spec.num_classes if num_classes is None else num_classes)
     return macs
 
 

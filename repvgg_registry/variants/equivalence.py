@@ -12,10 +12,10 @@ import numpy as np
 
 from ..errors import NotARepVGGError
 from .blocks import OUTPUT_PART, layer_name
-from .builder import build_model
 from .fusion import fuse
 from .graph import describe_model
 from .table import VariantSpec, get_variant
+from .weights import WeightsError, model_from_weights
 
 #: Relative bound: max |train - deploy| <= RTOL * max(1, max |logit|).
 RTOL = 1e-4
@@ -72,7 +72,9 @@ def check_fusion(
     images = sample_images(batch, height, width, seed)
     if train_model is None:
         keras.utils.set_random_seed(seed)
-        train_model = build_model(spec, "train", weights=weights)
+        train_model, _ = model_from_weights(spec, weights)  # the head the weights have
+        if describe_model(train_model).form != "train":
+            raise WeightsError(f"{weights} is a deploy-form (fused) source: there is no train form to fuse and check")
         if weights in (None, "random"):
             randomize_batchnorm(train_model, seed, images=images)
     deploy_model = fuse(train_model)

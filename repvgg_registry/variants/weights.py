@@ -34,8 +34,8 @@ from .checkpoints import (
 )
 from .folding import BatchNormStats, fuse_branches
 from .fusion import fuse
-from .graph import ModelDescription, describe_model
-from .table import LayerPlan
+from .graph import ModelDescription, build_graph, describe_model
+from .table import LayerPlan, VariantSpec
 
 __all__ = [
     "KERAS_SUFFIX",
@@ -44,6 +44,8 @@ __all__ = [
     "inspect_keras",
     "load_checkpoint",
     "load_weights",
+    "WeightsSource",
+    "model_from_weights",
     "read_keras_model",
 ]
 
@@ -178,10 +180,13 @@ def inspect_keras(path: str | os.PathLike) -> CheckpointFacts:
     )
 
 
-def load_keras_weights(model: keras.Model, source: str | os.PathLike) -> LoadedWeights:
+def load_keras_weights(
+    model: keras.Model, source: str | os.PathLike, *, loaded: keras.Model | None = None
+) -> LoadedWeights:
     """Copy the weights of a ``.keras`` RepVGG of the same variant and head into ``model``; a
-    train-form file fills a deploy-form model through :func:`fuse`. Nothing is assigned unless it fits."""
-    loaded = read_keras_model(source)
+    train-form file fills a deploy-form model through :func:`fuse`. Nothing is assigned unless it
+    fits. ``loaded``: the file's model, if :func:`read_keras_model` already opened it."""
+    loaded = loaded if loaded is not None else read_keras_model(source)
     have, want = describe_model(loaded), describe_model(model)
     if have.spec != want.spec:
         raise WeightsError(
@@ -226,6 +231,10 @@ def load_weights(model: keras.Model, source: str | os.PathLike) -> LoadedWeights
     description = describe_model(model)
     ckpt = resolve(source, description.spec)
     load_checkpoint(model, ckpt, description)
+    return _provenance(source, ckpt)
+
+
+def _provenance(source: str | os.PathLike, ckpt: Checkpoint) -> LoadedWeights:
     return LoadedWeights(
         source=str(source),
         path=ckpt.source,
@@ -234,3 +243,68 @@ def load_weights(model: keras.Model, source: str | os.PathLike) -> LoadedWeights
         sha256=sha256_file(ckpt.source),
         tensors=len(ckpt.tensors),
     )
+
+
+def _head_of(ckpt: Checkpoint) -> int | None:
+    head = ckpt.tensors.get("head.fc.weight")
+    return int(head.shape[0]) if head is not None else None
+
+
+@dataclass
+class WeightsSource:
+    """A weights source opened once (a checkpoint read, a ``.keras`` loaded), with the form and the
+    head it holds: a deploy-form checkpoint or ``.keras`` gives the deploy form (there is no train
+    form to rebuild), a 10-class classifier gives 10 logits. ``random``: the train form with the
+    variant's head. A source without a classifier head is refused: every release has a
+    classification artifact."""
+
+    spec: VariantSpec
+    source: str | None
+    form: str
+    num_classes: int
+    _checkpoint: Checkpoint | None = None
+    _keras_model: keras.Model | None = None
+
+    @classmethod
+    def open(cls, spec: VariantSpec, source: str | os.PathLike | None) -> WeightsSource:
+        if source in (None, "random"):
+            return cls(spec, None, "train", spec.num_classes)
+        if str(source).lower().endswith(KERAS_SUFFIX):
+            loaded = read_keras_model(source)
+            have = describe_model(loaded)
+            found = cls(spec, str(source), have.form, have.num_classes or 0, _keras_model=loaded)
+            classes = have.num_classes if have.include_top else None
+        else:
+            ckpt = resolve(source, spec)
+            classes = _head_of(ckpt)
+            found = cls(spec, str(source), ckpt.form, classes or 0, _checkpoint=ckpt)
+        if classes is None:
+            raise WeightsError(
+                f"{source} has no classifier head; a release needs one for its classification artifact: "
+                "save the model with its head (any number of classes)"
+            )
+        return found
+
+    def build(self, *, include_preprocessing: bool = False, name: str | None = None) -> keras.Model:
+        """An empty graph of this source's variant, form and head."""
+        return build_graph(
+            self.spec, self.form, num_classes=self.num_classes, include_preprocessing=include_preprocessing, name=name
+        )
+
+    def fill(self, model: keras.Model) -> LoadedWeights | None:
+        """Load the source into ``model`` (None for random weights, which it already has)."""
+        if self._keras_model is not None:
+            return load_keras_weights(model, self.source, loaded=self._keras_model)
+        if self._checkpoint is not None:
+            load_checkpoint(model, self._checkpoint)
+            return _provenance(self.source, self._checkpoint)
+        return None
+
+
+def model_from_weights(
+    spec: VariantSpec, source: str | os.PathLike | None, *, include_preprocessing: bool = False, name: str | None = None
+) -> tuple[keras.Model, LoadedWeights | None]:
+    """The model a weights source holds (its form, its head), filled with it: see :class:`WeightsSource`."""
+    opened = WeightsSource.open(spec, source)
+    model = opened.build(include_preprocessing=include_preprocessing, name=name)
+    return model, opened.fill(model)
