@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import urllib.request
 from pathlib import Path
 
 import keras
@@ -22,6 +23,7 @@ from repvgg_registry.cli import app
 from repvgg_registry.hashing import sha256_file
 from repvgg_registry.publish.build import build_artifacts
 from repvgg_registry.registry import LocalHub
+from repvgg_registry.registry.server import serve_in_thread
 from repvgg_registry.variants import get_variant
 from repvgg_registry.variants.equivalence import compare_outputs, sample_images
 
@@ -97,6 +99,13 @@ def test_a_10_class_checkpoint_publishes_under_its_own_name_with_its_labels(timm
     versions = runner.invoke(app, ["versions", "digits-a0", "--hub", str(root), "--json"])
     assert versions.exit_code == 0 and {r["base_variant"] for r in json.loads(versions.stdout)} == {"A0"}
     assert runner.invoke(app, ["verify", "repvgg/digits-a0/train/1", "--hub", str(root)]).exit_code == 0
+    server, url = serve_in_thread(hub_, log=lambda line: None)
+    try:
+        with urllib.request.urlopen(f"{url}/repvgg/digits-a0/classification/1") as response:
+            page = response.read().decode()
+    finally:
+        server.shutdown()
+    assert "base variant: RepVGG-A0" in page and "classes: 10 (labels.txt)" in page
 
 
 def test_a_head_other_than_imagenet_needs_labels_and_a_1000_class_one_does_not(timm_10_class, tmp_path):

@@ -287,6 +287,22 @@ def _download_links(handle: Handle, kinds: list[FileKind]) -> str:
     return " ".join(f'<a href="/{name}.{kind.suffix}">{name}.{kind.suffix}</a>' for kind in kinds)
 
 
+def _custom_facts(meta: dict, entry: dict) -> list[tuple[str, str | None]]:
+    """For a model published under its own ``--name`` or with its own classes: what it is built
+    on and what its classes are (the page otherwise reads like the variant's ImageNet release)."""
+    output = meta.get("output") if isinstance(meta.get("output"), dict) else {}
+    base = entry.get("base_variant") or meta.get("base_variant")
+    labels = output.get("labels_source")
+    if not isinstance(base, str) or (entry.get("variant") == base.lower() and labels in (None, "imagenet-1k")):
+        return []
+    classes = output.get("num_classes")
+    return [
+        ("model", entry.get("variant")),
+        ("base variant", f"RepVGG-{base}"),
+        ("classes", f"{classes} ({labels})" if isinstance(classes, int) and isinstance(labels, str) else None),
+    ]
+
+
 def _page(title: str, body: str) -> HTMLResponse:
     return HTMLResponse(
         f'<!doctype html><meta charset="utf-8"><title>{html.escape(title)}</title>'
@@ -472,6 +488,7 @@ class _Endpoints:
         display = meta.get("display_name") if isinstance(meta.get("display_name"), str) else handle.variant
         facts = [
             ("variant", display),
+            *_custom_facts(meta, entry),
             ("task", handle.task),
             ("version", str(handle.version)),
             ("input", _input_fact(meta)),
