@@ -23,7 +23,8 @@ import tf_keras
 import yaml
 from huggingface_hub import constants as hf_constants
 
-from repvgg_registry.errors import HubStateError, InvalidNameError, MissingTokenError, NotPublishedError
+from repvgg_registry.errors import HubStateError, InvalidNameError, MissingTokenError, NameTakenError, NotPublishedError
+from repvgg_registry.hashing import sha256_file
 from repvgg_registry.publish.build import build_artifacts
 from repvgg_registry.publish.card import RANDOM_WEIGHTS_BANNER
 from repvgg_registry.publish.release import ArtifactFiles, stage_release, staged_files
@@ -31,6 +32,10 @@ from repvgg_registry.publish.tasks import RELEASE_TASKS, TASKS, TRAIN
 from repvgg_registry.registry import Handle, HubUnreachableError, LocalHub, VersionExistsError, open_hub
 from repvgg_registry.registry.huggingface import HuggingFaceHub, repo_card
 from repvgg_registry.registry.operations import publish_variant, verify
+from repvgg_registry.variants import get_variant
+from repvgg_registry.variants.equivalence import sample_images
+
+DIGITS = [f"digit {i}" for i in range(10)]
 
 
 @pytest.fixture(autouse=True)
@@ -173,6 +178,10 @@ def test_model_card(standin, release, tmp_path):
     # the .keras route comes first, the SavedModel routes after it
     assert card.index("feature_vector.keras") < card.index("hub.KerasLayer") < card.index("TFSMLayer")
     assert "Adam" in card and "cannot pin a tag" in card
+    # the variant's own release: no custom section, ImageNet-1k's head, the train form offered
+    assert "# RepVGG-A0 for Keras 3 and TensorFlow / TF Hub" in card.splitlines()
+    assert "What this model is" not in card and "logits `[batch, 1000]` (ImageNet-1k" in card
+    assert 'hf_hub_download("org5/repvgg-a0", "train.keras", revision="v1")' in card
     for task in RELEASE_TASKS:
         keras_sha = json.loads(repo.commits[repo.tags["v1"]][f"{task}.manifest.json"].data)["keras"]["sha256"]
         assert f"| {task}.keras sha256 | `{keras_sha}` |" in card.splitlines()
@@ -303,7 +312,7 @@ def _manifests(source: str, sha: str | None = None) -> dict:
     output = {"name": "feature_vector", "num_features": 1280}
 
     def manifest(task: str) -> dict:
-        data = {"weights": weights, "created": "2026-01-01", "output": output}
+        data = {"variant": "A0", "weights": weights, "created": "2026-01-01", "output": output}
         data["keras"] = {"name": f"{task}.keras", "size": 1, "sha256": "c" * 64}
         if task in TASKS:
             data["archive"] = {"name": f"{task}.tar.gz", "size": 1, "sha256": "a" * 64}
@@ -415,3 +424,131 @@ def test_a_staged_release_without_train_keras_is_refused_before_the_hub(standin,
     with pytest.raises(HubStateError, match="train.keras: is missing from the staged release"):
         _hf(url, "org15").publish_staged("a0", staged)
     assert "org15/repvgg-a0" not in state.repos
+
+
+# ----- models of their own: --name, any number of classes, deploy-form sources ----------------
+@pytest.fixture(scope="module")
+def digits_release(tmp_path_factory):
+    """One 10-class A0 release (a timm checkpoint with a 10-class head, ``--labels``, ``--name
+    digits``), built and staged once for the module: ``(staged folder, checkpoint)``. torch is
+    imported here, not at the top, so the other tests do not pay for it."""
+    import torch_reference as ref
+
+    root = tmp_path_factory.mktemp("digits")
+    mean, std = np.array([0.485, 0.456, 0.406], np.float32), np.array([0.229, 0.224, 0.225], np.float32)
+    calibration = [np.clip(sample_images(2, 96, 96, seed=3) * 0.25 + 0.5, 0, 1)]
+    model = ref.timm_model(get_variant("A0"), [(x - mean) / std for x in calibration], seed=5, num_classes=10)
+    checkpoint = ref.save_timm_safetensors(model, root / "a0-10.safetensors")
+    labels = root / "digits.txt"
+    labels.write_text("".join(f"{name}\n" for name in DIGITS), encoding="utf-8")
+    build_artifacts("A0", root / "digits", weights=str(checkpoint), labels=labels, name="digits")
+    stage_release(root / "digits")
+    return root / "digits", checkpoint
+
+
+def _card(state, repo_id: str, tag: str = "v1") -> str:
+    repo = state.repos[repo_id]
+    return repo.commits[repo.tags[tag]]["README.md"].data.decode()
+
+
+def test_a_custom_name_publishes_to_a_repo_of_its_own(standin, release, tmp_path):
+    """``--name my-model`` goes to ``<ns>/my-model``; the variant's own name keeps ``repvgg-a0``."""
+    state, url = standin
+    hf = _hf(url, "org16")
+    published = hf.publish_staged("my-model", _copy(release, tmp_path / "custom"))
+    hf.publish_staged("a0", _copy(release, tmp_path / "own"))
+    assert {"org16/my-model", "org16/repvgg-a0"} <= set(state.repos) and "org16/repvgg-my-model" not in state.repos
+    assert set(state.repos["org16/my-model"].tags) == {"v1"}
+    rows = hf.versions("my-model")
+    assert [str(v.handle) for v in rows] == [f"repvgg/my-model/{task}/1" for task in RELEASE_TASKS]
+    assert rows == published and {v.base_variant for v in rows} == {"A0"}
+    assert all(v.location.startswith(f"{url}/org16/my-model/") for v in rows)
+    assert {v.base_variant for v in hf.versions("A0")} == {"A0"}
+    files = hf.artifact_files(Handle.parse("repvgg/my-model/classification/1"))
+    assert files.archive.read_bytes() == staged_files(release, "classification").archive.read_bytes()
+    card = _card(state, "org16/my-model")
+    assert "# my-model (RepVGG-A0) for Keras 3 and TensorFlow / TF Hub" in card.splitlines()
+    assert "**my-model** is a custom model built on RepVGG-A0." in card
+    # an ImageNet-1k head under a name of its own is still ImageNet-1k's
+    assert (
+        "logits `[batch, 1000]` (ImageNet-1k" in card
+        and "imagenet-1k" in yaml.safe_load(card.split("---")[1])["datasets"]
+    )
+
+
+def test_preflight_refuses_a_name_taken_by_another_base_variant(standin, release, tmp_path):
+    state, url = standin
+    hf = _hf(url, "org17")
+    hf.publish_staged("my-model", _copy(release, tmp_path / "s"))
+    hf.preflight("my-model", version=2, base_variant="A0")  # the same model: fine
+    hf.preflight("free-name", base_variant="B0")  # nothing published under it yet
+    with pytest.raises(NameTakenError) as err:
+        hf.preflight("my-model", base_variant="B0")
+    assert str(err.value) == (
+        "the model name 'my-model' is taken in hf://org17 by a RepVGG-A0 model, not RepVGG-B0; choose another --name"
+    )
+    with pytest.raises(NameTakenError):  # publish asks first, before minutes of build work
+        publish_variant(hf, "B0", weights="random", name="my-model")
+    assert set(state.repos["org17/my-model"].tags) == {"v1"}
+
+
+@pytest.mark.parametrize(
+    ("name", "why"),
+    [("repvgg-a0", "share org/repvgg-a0 with RepVGG-A0's own releases"), ("a--b", "Hugging Face repo name")],
+)
+def test_a_name_the_hub_cannot_hold_is_refused_before_anything(name, why):
+    """A custom name that is a variant's repo, or one Hugging Face refuses, stops at preflight: no
+    request is made (the endpoint does not exist)."""
+    hf = HuggingFaceHub("org", token="hf_test_token", endpoint="http://127.0.0.1:9")
+    with pytest.raises(InvalidNameError, match=re.escape(why)) as err:
+        hf.preflight(name, base_variant="A0")
+    assert "\n" not in str(err.value)
+
+
+def test_a_release_without_train_publishes_two_handles(standin, release, tmp_path):
+    """A deploy-form source has no train form: two handles, no train files, and a card that offers none."""
+    state, url = standin
+    hf = _hf(url, "org18")
+    staged = _copy(release, tmp_path / "s")
+    train = staged_files(staged, TRAIN)
+    train.keras.unlink()
+    train.manifest.unlink()
+    published = hf.publish_staged("a0", staged)
+    assert [str(v.handle) for v in published] == [f"repvgg/a0/{task}/1" for task in TASKS]
+    assert hf.versions("a0") == published
+    repo = state.repos["org18/repvgg-a0"]
+    tree = repo.commits[repo.tags["v1"]]
+    assert "train.keras" not in tree and "train.manifest.json" not in tree
+    with pytest.raises(NotPublishedError, match="deploy-form source"):
+        hf.artifact_files(Handle.parse("repvgg/a0/train/1"))
+    card = _card(state, "org18/repvgg-a0")
+    assert "* no train form: this model was built from a deploy-form (fused) source, so no `train.keras`" in card
+    assert '"train.keras"' not in card and "fuse(train)" not in card and "train.keras sha256" not in card
+    assert "* `train.keras`" not in card
+    assert 'hf_hub_download("org18/repvgg-a0", "classification.keras", revision="v1")' in card
+
+
+def test_custom_card_names_the_model_its_base_and_its_classes(standin, digits_release, tmp_path):
+    """A 10-class checkpoint published as ``digits``: its repo, its card (name, base variant,
+    ``[batch, 10]``, the first labels, the weights file and sha256, no ImageNet-1k claim) and a
+    ``classification.keras`` that gives 10 logits."""
+    state, url = standin
+    staged, checkpoint = digits_release
+    hf = _hf(url, "org19")
+    published = hf.publish_staged("digits", _copy(staged, tmp_path / "s"))
+    assert [str(v.handle) for v in published] == [f"repvgg/digits/{task}/1" for task in RELEASE_TASKS]
+    assert {v.base_variant for v in hf.versions("digits")} == {"A0"}
+    card = _card(state, "org19/digits")
+    lines = card.splitlines()
+    meta = yaml.safe_load(card.split("---")[1])
+    assert "datasets" not in meta and "repvgg-a0" in meta["tags"]
+    assert "# digits (RepVGG-A0) for Keras 3 and TensorFlow / TF Hub" in lines
+    assert "## What this model is" in lines and "**digits** is a custom model built on RepVGG-A0." in lines
+    assert "* classes: 10 (`digit 0`, `digit 1`, `digit 2`, `digit 3`, `digit 4`, ...)" in lines
+    assert "`digit 5`" not in card and "* labels: digits.txt" in lines
+    assert f"* weights: a0-10.safetensors (sha256 `{sha256_file(checkpoint)}`)" in lines
+    assert "logits `[batch, 10]`" in card and "one per class of digits.txt (not ImageNet-1k)" in card
+    assert "[batch, 1000]" not in card
+    path = huggingface_hub.hf_hub_download("org19/digits", "classification.keras", revision="v1", endpoint=url)
+    images = np.random.default_rng(2).random((1, 64, 64, 3), dtype=np.float32)
+    assert list(np.asarray(keras.saving.load_model(path)(images)).shape) == [1, 10]

@@ -24,7 +24,7 @@ from repvgg_registry.hashing import sha256_file
 from repvgg_registry.publish.build import build_artifacts
 from repvgg_registry.registry import LocalHub
 from repvgg_registry.registry.server import serve_in_thread
-from repvgg_registry.variants import get_variant
+from repvgg_registry.variants import build_model, get_variant
 from repvgg_registry.variants.equivalence import compare_outputs, sample_images
 
 MEAN = np.array([0.485, 0.456, 0.406], np.float32)
@@ -236,6 +236,7 @@ def published_a0_name(tmp_path_factory, timm_10_class):
             "taken name",
             r"the model name 'flowers' is taken in .* by a RepVGG-A0 model, not RepVGG-A1; choose another --name",
         ),
+        ("a variant's own name", r"the model name 'a0' is taken in .* by a RepVGG-A0 model, not RepVGG-A1"),
         ("invalid name", r"invalid model name '\.\./x': use lower-case letters"),
         ("two variants", r"invalid --name 'one': names one model: publish one variant with it"),
     ],
@@ -257,6 +258,8 @@ def test_bad_publish_input_is_one_line_and_publishes_nothing(published_a0_name, 
     variants, name, weights = ["A0"], "digits", str(checkpoint)
     if case == "taken name":
         variants, name, weights = ["A1"], "flowers", "random"
+    elif case == "a variant's own name":
+        variants, name, weights = ["A1"], "a0", "random"
     elif case == "invalid name":
         name = "../x"
     elif case == "two variants":
@@ -268,3 +271,14 @@ def test_bad_publish_input_is_one_line_and_publishes_nothing(published_a0_name, 
     assert re.search(message, lines[0]), lines[0]
     assert (root / "index.json").read_text() == before
     assert not (root / "repvgg/digits").exists()
+
+
+def test_check_fusion_takes_any_head_and_refuses_a_source_with_nothing_to_fuse(timm_10_class, tmp_path):
+    _, checkpoint = timm_10_class
+    result = runner.invoke(app, ["check-fusion", "A0", "--weights", str(checkpoint), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["ok"] is True
+    build_model("A0", "deploy", num_classes=10).save(tmp_path / "deploy.keras")  # a deploy-form .keras
+    result = runner.invoke(app, ["check-fusion", "A0", "--weights", str(tmp_path / "deploy.keras")])
+    assert result.exit_code == 2
+    assert "is a deploy-form (fused) source: there is no train form to fuse and check" in result.stderr

@@ -136,7 +136,9 @@ def primary_record(manifest: dict) -> dict:
 def release_tasks(release: Path) -> tuple[str, ...]:
     """The tasks a build folder or staged release holds: both SavedModel tasks, and ``train`` when
     there is a ``train.keras`` (a deploy-form source has no train form to ship)."""
-    return TASKS + ((TRAIN,) if staged_files(release, TRAIN).keras.exists() else ())
+    train = staged_files(release, TRAIN)
+    # either file says there is a train form: a manifest without its .keras is then "missing"
+    return TASKS + ((TRAIN,) if train.keras.exists() or train.manifest.exists() else ())
 
 
 def stage_release(build_dir: Path) -> dict[str, dict]:

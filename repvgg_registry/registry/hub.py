@@ -167,6 +167,19 @@ class PublishOutcome:
         }
 
 
+def variant_named(model: str) -> str | None:
+    """The table's name of the variant whose own model name ``model`` is (``a0`` -> ``A0``), else
+    None: ``digits``, and also ``repvgg-a0`` (a spelling of A0, not its model name), are names of
+    their own. The one owner of that rule: preflight, the index and the Hugging Face repo name ask here."""
+    from ..variants.table import UnknownVariantError, get_variant
+
+    try:
+        spec = get_variant(model)
+    except UnknownVariantError:
+        return None
+    return spec.name if spec.hub_name == model.lower() else None
+
+
 class Hub(ABC):
     """A model hub that stores immutable, versioned artifacts; its methods are the verbs
     (``publish``, ``publish_many``, ``verify``, ``versions``), as on huggingface_hub's ``HfApi``.
@@ -223,6 +236,9 @@ class Hub(ABC):
         validate_version(version)
         self.check_can_publish()
         if base_variant is not None:
+            own = variant_named(model.lower())
+            if own is not None and own != base_variant:  # "a0" always means RepVGG-A0
+                raise NameTakenError(self.location, model.lower(), own, base_variant)
             bases = {v.base_variant for v in self.versions(model) if v.base_variant}
             if bases and base_variant not in bases:
                 raise NameTakenError(self.location, model.lower(), sorted(bases)[0], base_variant)

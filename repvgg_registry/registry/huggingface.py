@@ -1,11 +1,13 @@
-"""The Hugging Face Hub as a hub: one repo per variant, one commit and one tag per version.
+"""The Hugging Face Hub as a hub: one repo per model, one commit and one tag per version.
 
-``hf://my-org`` publishes RepVGG-B3g4 to ``my-org/repvgg-b3g4``: each version is one commit holding
+``hf://my-org`` publishes RepVGG-B3g4 to ``my-org/repvgg-b3g4`` and a model published with
+``--name digits`` to ``my-org/digits`` (:func:`repo_id_for`): each version is one commit holding
 the whole staged release at the repo root (``feature_vector/``, ``classification/``, their
 ``.tar.gz`` archives, ``feature_vector.keras``, ``classification.keras``, ``train.keras`` and every
 manifest: the same bytes as the local hub's) and a ``README.md`` model card, and the tag ``v<N>`` on
 exactly that commit. Versions are read from the tags; a version published before ``.keras`` files
-existed has no ``train.manifest.json`` and so no ``train`` handle. The commit names its parent
+existed, or built from a deploy-form source, has no ``train.manifest.json`` and so no ``train``
+handle. The commit names its parent
 (``parent_commit``), so two racing publishers cannot interleave, and a tag is never moved or reused:
 a failure before the tag leaves no tag, and a rerun publishes cleanly.
 
@@ -26,7 +28,7 @@ from __future__ import annotations
 import functools
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -36,6 +38,7 @@ from ..errors import (
     HubUnreachableError,
     InvalidNameError,
     MissingTokenError,
+    NameTakenError,
     NotPublishedError,
     VersionExistsError,
     first_line,
@@ -50,9 +53,10 @@ from ..hf_client import (
     offline_message,
     quiet_hf,
 )
-from ..publish.card import RANDOM_WEIGHTS_BANNER, markdown_text, yaml_header
+from ..publish.card import RANDOM_WEIGHTS_BANNER, custom_model_text, is_custom, markdown_text, yaml_header
+from ..publish.labels import IMAGENET, NUM_IMAGENET_CLASSES
 from ..publish.release import ArtifactFiles, artifact_files, primary_record, release_tasks, staged_files
-from ..publish.tasks import RELEASE_TASKS, TASKS, has_savedmodel, output_width
+from ..publish.tasks import RELEASE_TASKS, TASKS, TRAIN, has_savedmodel, output_width
 from .hub import (
     DEFAULT_NAMESPACE,
     Handle,
@@ -60,6 +64,7 @@ from .hub import (
     VersionInfo,
     validate_name,
     validate_version,
+    variant_named,
 )
 
 SCHEME = "hf://"
@@ -72,6 +77,13 @@ HF_NAME_RULE = (
     "at most 96 characters (Hugging Face's rule for user and organization names)"
 )
 _HF_NAME = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,94}[A-Za-z0-9_])?")
+
+#: What Hugging Face adds to the model name rule for a repo name (``validate_repo_id``)
+HF_REPO_RULE = (
+    "a Hugging Face repo name cannot end with '-', '.' or '.git' nor hold '--' or '..'; choose another --name"
+)
+#: The prefix of a variant's own repo (``repvgg-a0``): a custom name may not take one of those
+_VARIANT_REPO_PREFIX = "repvgg-"
 
 
 # ----- the hub -----------------------------------------------------------------------------
@@ -125,8 +137,13 @@ def validate_hf_namespace(namespace: str) -> str:
     return namespace
 
 
-def repo_id_for(namespace: str, variant: str) -> str:
-    return f"{namespace}/repvgg-{variant.lower()}"
+def repo_id_for(namespace: str, model: str) -> str:
+    """The Hugging Face repo of ``model``, the one owner of that rule (reads, preflight and publish
+    all ask here, so they cannot disagree): a variant's own name keeps ``<namespace>/repvgg-<variant>``,
+    where its releases have always been and where a bare ``a0`` would say nothing on the hub; any other
+    model name (``--name digits``) is a repo of its own, ``<namespace>/<name>``, as the user chose it."""
+    key = model.lower()
+    return f"{namespace}/{_VARIANT_REPO_PREFIX}{key}" if variant_named(key) else f"{namespace}/{key}"
 
 
 class HuggingFaceHub(Hub):
@@ -183,11 +200,43 @@ class HuggingFaceHub(Hub):
             settings=self.network,
         )
 
+    def _repo(self, model: str) -> str:
+        """The repo of ``model`` (:func:`repo_id_for`), or :class:`InvalidNameError` for a model name
+        that our name rule allows and Hugging Face refuses (``a--b``, ``x.git``): the client would
+        otherwise fail later with a bare ValueError."""
+        from huggingface_hub.errors import HFValidationError
+        from huggingface_hub.utils import validate_repo_id
+
+        repo_id = repo_id_for(self.hf_namespace, model)
+        try:
+            validate_repo_id(repo_id)
+        except HFValidationError:
+            raise InvalidNameError("model name", model, HF_REPO_RULE) from None
+        return repo_id
+
+    def _writable_repo(self, model: str) -> str:
+        """:meth:`_repo`, refusing a custom name that is a variant's repo name (``repvgg-a0``): it
+        would land in RepVGG-A0's own repo, among the versions of another model."""
+        repo_id = self._repo(model)
+        key = model.lower()
+        shadowed = (
+            variant_named(key.removeprefix(_VARIANT_REPO_PREFIX)) if key.startswith(_VARIANT_REPO_PREFIX) else None
+        )
+        if shadowed is not None:
+            raise InvalidNameError(
+                "model name",
+                model,
+                f"on the Hugging Face Hub it would share {repo_id} with RepVGG-{shadowed}'s own releases; "
+                "choose another --name",
+            )
+        return repo_id
+
     @_hub_method
     def check_can_publish(self, variant: str | None = None, version: int | None = None) -> None:
         """Everything that can refuse a publish, asked before any build work: a token exists, the
         hub answers and accepts it (``whoami``; 401 is "token rejected"), it is not read-only, and,
-        with ``variant`` and ``version``, that version's tag is free. The token is never shown."""
+        with ``variant`` (a model name) and ``version``, that version's tag is free. The token is
+        never shown."""
         from huggingface_hub import get_token
         from huggingface_hub.errors import HfHubHTTPError
 
@@ -215,16 +264,25 @@ class HuggingFaceHub(Hub):
             self._token_accepted = True
         if variant is not None and version is not None:
             validate_version(version)
-            repo_id = repo_id_for(self.hf_namespace, variant)
+            repo_id = self._repo(variant)
             if version in self._tags(repo_id):
                 raise VersionExistsError.taken(f"{repo_id} (tag v{version})", version)
 
-    def preflight(self, model: str, *, version: int | None = None) -> None:
-        """:meth:`check_can_publish` for ``model`` (the variant's hub name) and ``version``, before
-        any build: the token (exists, accepted by ``whoami``, not read-only), the hub (answers, not
-        HF_HUB_OFFLINE) and the ``v<version>`` tag (free). Reads the tags, not every manifest."""
+    def preflight(self, model: str, *, version: int | None = None, base_variant: str | None = None) -> None:
+        """:meth:`check_can_publish` for ``model`` and ``version``, before any build: the model name
+        (one Hugging Face takes as a repo name, not a variant's repo), the token (exists, accepted by
+        ``whoami``, not read-only), the hub (answers, not HF_HUB_OFFLINE), the ``v<version>`` tag
+        (free) and, with ``base_variant`` (the table's name, e.g. ``A0``), that the name's published
+        versions are of that base (else :class:`NameTakenError`). Reads the tags and one manifest,
+        not every manifest: versions of one name are one model, which this check keeps true."""
+        key = validate_name(model.lower(), "model name")
         validate_version(version)
-        self.check_can_publish(model, version)
+        repo_id = self._writable_repo(key)
+        self.check_can_publish(key, version)
+        if base_variant is not None:
+            published = self._published_base(repo_id)
+            if published is not None and published != base_variant:
+                raise NameTakenError(self.location, key, published, base_variant)
 
     # ----- reading -----------------------------------------------------------------------
     def _tags(self, repo_id: str) -> dict[int, str]:
@@ -242,9 +300,19 @@ class HuggingFaceHub(Hub):
                 found[int(match.group(1))] = tag.target_commit
         return found
 
+    @_hub_method
+    def _published_base(self, repo_id: str) -> str | None:
+        """The base variant (manifest ``variant``) of the newest version in ``repo_id``; None when
+        nothing is published there yet."""
+        tags = self._tags(repo_id)
+        if not tags:
+            return None
+        manifest = self._manifest(repo_id, TASKS[0], tags[max(tags)])
+        return manifest.get("variant") if manifest else None
+
     def _manifest(self, repo_id: str, task: str, revision: str) -> dict | None:
-        """The manifest of ``task`` at ``revision``; None for ``train`` at a version published
-        before ``.keras`` files existed (no ``train.manifest.json`` there), which is no error."""
+        """The manifest of ``task`` at ``revision``; None for ``train`` at a version without one
+        (published before ``.keras`` files existed, or from a deploy-form source), which is no error."""
         from huggingface_hub import hf_hub_download
         from huggingface_hub.errors import RemoteEntryNotFoundError
 
@@ -272,17 +340,21 @@ class HuggingFaceHub(Hub):
             manifest["weights"]["source"],
             primary_record(manifest)["sha256"],
             f"{self.api.endpoint}/{repo_id}/{where}",
+            manifest.get("variant"),
         )
 
     @_hub_method
     def versions(self, variant: str) -> list[VersionInfo]:
-        repo_id = repo_id_for(self.hf_namespace, variant)
+        """Every handle of the model ``variant`` (a variant's own name or a ``--name``), oldest
+        version first, each with its base variant from the manifest."""
+        key = variant.lower()
+        repo_id = self._repo(key)
         rows = []
         for number, commit in sorted(self._tags(repo_id).items()):
             for task in RELEASE_TASKS:
                 manifest = self._manifest(repo_id, task, commit)
                 if manifest is not None:
-                    rows.append(self._info(repo_id, Handle(self.namespace, variant.lower(), task, number), manifest))
+                    rows.append(self._info(repo_id, Handle(self.namespace, key, task, number), manifest))
         return rows
 
     @_hub_method
@@ -292,7 +364,7 @@ class HuggingFaceHub(Hub):
         release, and names them by the release's one naming rule."""
         from huggingface_hub import snapshot_download
 
-        repo_id = repo_id_for(self.hf_namespace, handle.variant)
+        repo_id = self._repo(handle.variant)
         tag = f"v{handle.version}"
         tags = self._tags(repo_id)
         if handle.version not in tags:
@@ -316,8 +388,8 @@ class HuggingFaceHub(Hub):
         files = artifact_files(root / task, task)
         if not has_savedmodel(task) and not files.manifest.is_file():
             raise NotPublishedError(
-                f"{repo_id} {tag} has no {files.manifest.name}: it was published before .keras files, so it has "
-                f"no {task} handle; see 'repvgg-registry versions --hub {self.location}'",
+                f"{repo_id} {tag} has no {files.manifest.name}: it was published before .keras files or from a "
+                f"deploy-form source, so it has no {task} handle; see 'repvgg-registry versions --hub {self.location}'",
                 handle=str(handle),
                 available=tuple(sorted(tags)),
             )
@@ -326,12 +398,15 @@ class HuggingFaceHub(Hub):
     # ----- writing -----------------------------------------------------------------------
     @_hub_method
     def publish_staged(self, variant: str, staged: Path, *, version: int | None = None) -> list[VersionInfo]:
+        """Publish ``staged`` as the next (or the given) version of the model ``variant`` (a variant's
+        own name or a ``--name``) in its repo (:func:`repo_id_for`): one commit, then its tag."""
         from huggingface_hub import CommitOperationAdd, CommitOperationDelete
         from huggingface_hub.errors import HfHubHTTPError
 
-        key = variant.lower()
-        repo_id = repo_id_for(self.hf_namespace, key)
+        key = validate_name(variant.lower(), "model name")
+        repo_id = self._writable_repo(key)
         manifests = _read_staged(staged)  # before anything reaches the hub
+        labels = _staged_labels(staged)
         self._call(
             f"create_repo({repo_id})",
             lambda: self.api.create_repo(repo_id, private=self.private, exist_ok=True),
@@ -344,7 +419,7 @@ class HuggingFaceHub(Hub):
         info = self._call(f"repo_info({repo_id})", lambda: self.api.repo_info(repo_id))
         parent = info.sha
         existing = {s.rfilename for s in (info.siblings or [])}
-        card = repo_card(key, version, manifests, repo_id, self.api.endpoint)
+        card = repo_card(key, version, manifests, repo_id, self.api.endpoint, labels=labels)
 
         files = {p.relative_to(staged).as_posix(): p for p in sorted(staged.rglob("*")) if p.is_file()}
         operations = [CommitOperationAdd(path_in_repo=rel, path_or_fileobj=str(p)) for rel, p in files.items()]
@@ -356,7 +431,7 @@ class HuggingFaceHub(Hub):
             lambda: self.api.create_commit(
                 repo_id,
                 operations=operations,
-                commit_message=f"RepVGG-{key} v{version}",
+                commit_message=f"{_title(key, manifests)} v{version}",
                 commit_description="Published by repvgg-registry.",
                 parent_commit=parent,
             ),
@@ -386,12 +461,31 @@ def _download_patterns(task: str) -> list[str]:
     return patterns + [path.as_posix() for role, path in files.roles().items() if role != "folder"]
 
 
+def _staged_labels(staged: Path) -> tuple[str, ...]:
+    """The class names of a staged release (``classification/assets/labels.txt``, one a line), for
+    the card of a custom model; () when the file is missing or unreadable (the card then names none)."""
+    try:
+        text = (staged / "classification" / "assets" / "labels.txt").read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return ()
+    return tuple(line for line in text.splitlines() if line.strip())
+
+
+def _staged_tasks(staged: Path) -> tuple[str, ...]:
+    """:func:`release_tasks`, and ``train`` too when its manifest is there without its ``.keras``:
+    half a train artifact is a file missing, not a release from a deploy-form source."""
+    tasks = release_tasks(staged)
+    if TRAIN not in tasks and staged_files(staged, TRAIN).manifest.exists():
+        tasks += (TRAIN,)
+    return tasks
+
+
 def _read_staged(staged: Path) -> dict[str, dict]:
-    """``{task: manifest}`` of a staged release, for every task of a release. A file that is
-    missing (a ``.keras`` above all, which older stagings lack) stops the publish here, before a
-    commit that would make a version without it."""
+    """``{task: manifest}`` of a staged release, for every task it holds (no ``train`` for a
+    deploy-form source). A file that is missing (a ``.keras`` above all, which older stagings lack)
+    stops the publish here, before a commit that would make a version without it."""
     manifests = {}
-    for task in release_tasks(staged):
+    for task in _staged_tasks(staged):
         files = staged_files(staged, task)
         for path in files.missing():
             raise HubStateError(path, "is missing from the staged release", "stage the build again and rerun")
@@ -431,33 +525,153 @@ def _digest_rows(manifests: dict[str, dict]) -> str:
     return "\n".join(rows)
 
 
-def repo_card(variant: str, version: int, manifests: dict[str, dict], repo_id: str, endpoint: str) -> str:
+def _base_variant(model: str, manifest: dict) -> str:
+    """The table's variant a release is built on: its manifest's ``variant`` (every staged manifest
+    has one), else the variant whose own name ``model`` is, else ``?`` (unknown, so never taken for
+    the variant's own release)."""
+    return manifest.get("variant") or variant_named(model) or "?"
+
+
+def _imagenet_head(output: dict) -> bool:
+    """Whether a classification output is ImageNet-1k's head (1000 classes named by ImageNet-1k)."""
+    return (
+        output.get("labels_source", IMAGENET) == IMAGENET
+        and output.get("num_classes", NUM_IMAGENET_CLASSES) == NUM_IMAGENET_CLASSES
+    )
+
+
+def _card_meta(model: str, manifests: dict[str, dict]) -> dict:
+    """The classification manifest in the shape :func:`is_custom` and :func:`custom_model_text`
+    read (``name``, ``variant``, ``base_variant``), so the repo card and the SavedModel cards share
+    one rule for what a custom model is and one wording of what it is."""
+    manifest = manifests["classification"]
+    base = _base_variant(model, manifest)
+    return {**manifest, "name": model, "variant": base, "base_variant": base, "output": manifest.get("output") or {}}
+
+
+def _title(model: str, manifests: dict[str, dict], text: Callable[[object], str] = str) -> str:
+    """``RepVGG-A0`` for a variant's own release, ``digits (RepVGG-A0)`` for a custom model; ``text``
+    renders the names (:func:`markdown_text` on the card, where the brackets stay plain)."""
+    meta = _card_meta(model, manifests)
+    base = f"RepVGG-{text(meta['base_variant'])}"
+    return f"{text(model)} ({base})" if is_custom(meta) else base
+
+
+def _front_matter(base: str, imagenet_head: bool) -> str:
+    """:func:`yaml_header` for the repo, without ``datasets: imagenet-1k`` for a head that is not
+    ImageNet-1k's: its training data is the user's, which the card cannot name."""
+    header = yaml_header(
+        {"task": "classification", "license": "MIT"},
+        extra_tags=("feature-extraction", "keras", f"repvgg-{base.lower()}"),
+    )
+    if imagenet_head:
+        return header
+    kept: list[str] = []
+    in_datasets = False
+    for line in header.splitlines():
+        if line == "datasets:":
+            in_datasets = True
+        elif not (in_datasets and line.startswith("- ")):
+            in_datasets = False
+            kept.append(line)
+    return "\n".join(kept) + "\n"
+
+
+def _logits_bullet(output: dict) -> str:
+    """The card's ``classification.keras`` line: ImageNet-1k's 1000 classes, or the custom head's
+    own count and the labels file that names them (never a claim of ImageNet-1k for it)."""
+    if _imagenet_head(output):
+        return (
+            "* `classification.keras`: the fused network with its head -> logits `[batch, 1000]` (ImageNet-1k,\n"
+            "  no background class)"
+        )
+    source = markdown_text(output.get("labels_source", "-"))
+    classes = output.get("num_classes", "N")
+    return (
+        f"* `classification.keras`: the fused network with its head -> logits `[batch, {classes}]`,\n"
+        f"  one per class of {source} (not ImageNet-1k), named line by line in `classification/assets/labels.txt`"
+    )
+
+
+def _train_bullet(has_train: bool) -> str:
+    """The card's ``train.keras`` line, or, for a deploy-form source, that there is none."""
+    if has_train:
+        return "* `train.keras`: the multi-branch train form with the same head: fine-tune this one, then fuse it"
+    return (
+        "* no train form: this model was built from a deploy-form (fused) source, so no `train.keras`\n"
+        "  ships with it; fine-tune the fused `.keras` files above"
+    )
+
+
+def _fine_tune(repo_id: str, tag: str, has_train: bool) -> str:
+    """The fine-tuning snippet: the train form, fused afterwards, or (no train form) the fused
+    classifier itself."""
+    if has_train:
+        return f"""To fine-tune, train the train form (any Keras optimizer, Adam included), then fuse it into one
+3x3 conv per block:
+
+```python
+from repvgg_registry.variants import fuse
+train = keras.saving.load_model(hf_hub_download("{repo_id}", "train.keras", revision="{tag}"))
+# train.fit(...)
+deploy = fuse(train)   # same outputs in inference mode
+```"""
+    return f"""This model has no train form (it was built from a deploy-form source): fine-tune the fused
+network itself (any Keras optimizer, Adam included):
+
+```python
+model = keras.saving.load_model(hf_hub_download("{repo_id}", "classification.keras", revision="{tag}"))
+# model.fit(...)
+```"""
+
+
+def _custom_section(meta: dict, labels: Sequence[str]) -> str:
+    """ "What this model is" for a custom model (:func:`is_custom`), else nothing."""
+    if not is_custom(meta):
+        return ""
+    return f"\n## What this model is\n\n{custom_model_text(meta, tuple(labels))}"
+
+
+def repo_card(
+    variant: str,
+    version: int,
+    manifests: dict[str, dict],
+    repo_id: str,
+    endpoint: str,
+    *,
+    labels: Sequence[str] = (),
+) -> str:
     """The repo's README.md: front matter, numbers, provenance and copy-paste snippets, the Keras 3
     ``.keras`` route first (it is the one that loads and fine-tunes in Keras 3), pinned to the
     version's tag through ``hf_hub_download``: ``keras.saving.load_model("hf://...")`` always loads
-    ``main`` and cannot pin one. Values that come from outside (the weights file's name) are
-    escaped; random weights get a banner."""
+    ``main`` and cannot pin one. Values that come from outside (the weights file's name, the
+    labels) are escaped; random weights get a banner.
+
+    ``variant`` is the model name. A custom model (a ``--name`` of its own, or a head that is not
+    ImageNet-1k's) is titled by its name and base variant and says what it is (``labels``: its
+    class names, the first few shown); its logits line gives its own class count and labels source,
+    and its front matter claims no ImageNet-1k data. A release without ``train`` (a deploy-form
+    source) offers no ``train.keras``."""
+    meta = _card_meta(variant, manifests)
+    output = meta["output"]
+    has_train = TRAIN in manifests
     weights = manifests["classification"]["weights"]
-    header = yaml_header(
-        {"task": "classification", "license": "MIT"},
-        extra_tags=("feature-extraction", "keras", f"repvgg-{variant}"),
-    )
+    header = _front_matter(meta["base_variant"], _imagenet_head(output))
     tag = f"v{version}"
     width = output_width(manifests["feature_vector"].get("output") or {}) or "N"
     random_weights = any(m.get("weights", {}).get("source") == "random" for m in manifests.values())
     banner = f"\n> **Warning: {RANDOM_WEIGHTS_BANNER}.**\n" if random_weights else ""
     return f"""{header}
-# RepVGG-{variant.upper() if len(variant) <= 2 else variant} for Keras 3 and TensorFlow / TF Hub
-{banner}
+# {_title(variant, manifests, markdown_text)} for Keras 3 and TensorFlow / TF Hub
+{banner}{_custom_section(meta, labels)}
 Published by repvgg-registry. Every model takes images float32 `[batch, height, width, 3]` in
 [0, 1], of any size, and normalises them (ImageNet mean/std) inside.
 
 Keras 3 (`keras.saving.load_model`, no custom objects, the default `safe_mode`):
 
 * `feature_vector.keras`: the fused (deploy-form) network -> `[batch, {width}]` features
-* `classification.keras`: the fused network with its head -> logits `[batch, 1000]` (ImageNet-1k,
-  no background class)
-* `train.keras`: the multi-branch train form with the same head: fine-tune this one, then fuse it
+{_logits_bullet(output)}
+{_train_bullet(has_train)}
 
 TF Hub Reusable SavedModels of the same fused network (tf_keras and `tensorflow_hub`):
 
@@ -487,15 +701,7 @@ backbone = keras.saving.load_model(path)   # images in [0, 1], any size -> [batc
 `keras.saving.load_model("hf://{repo_id}")` always loads `main` and cannot pin a tag, hence
 `hf_hub_download(..., revision="{tag}")`.
 
-To fine-tune, train the train form (any Keras optimizer, Adam included), then fuse it into one
-3x3 conv per block:
-
-```python
-from repvgg_registry.variants import fuse
-train = keras.saving.load_model(hf_hub_download("{repo_id}", "train.keras", revision="{tag}"))
-# train.fit(...)
-deploy = fuse(train)   # same outputs in inference mode
-```
+{_fine_tune(repo_id, tag, has_train)}
 
 tf_keras with `tensorflow_hub` (fine-tunable with `trainable=True`):
 

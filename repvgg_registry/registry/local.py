@@ -91,6 +91,7 @@ from .hub import (
     is_valid_name,
     validate_name,
     validate_version,
+    variant_named,
 )
 
 log = logging.getLogger(__name__)
@@ -203,16 +204,6 @@ def _entry(handle: Handle, created: str, manifest: dict, manifest_sha256: str) -
     if "keras" in manifest:
         entry.update(keras_sha256=manifest["keras"]["sha256"], keras_size=manifest["keras"]["size"])
     return entry
-
-
-def _variant_named(model: str) -> str | None:
-    """The table's name of the variant whose own model name ``model`` is (``a0`` -> ``A0``)."""
-    from ..variants.table import UnknownVariantError, get_variant
-
-    try:
-        return get_variant(model).name
-    except UnknownVariantError:
-        return None
 
 
 def _os_reason(exc: OSError) -> str:
@@ -502,7 +493,7 @@ class LocalHub(Hub):
         for item in self.read_index():
             if item["namespace"] != self.namespace:
                 continue
-            base = item.get("base_variant") or _variant_named(item["variant"])
+            base = item.get("base_variant") or variant_named(item["variant"])
             if base is not None:
                 out.setdefault(base, {}).setdefault(item["variant"], set()).add(item["version"])
         return {base: {m: sorted(v) for m, v in models.items()} for base, models in out.items()}
