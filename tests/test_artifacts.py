@@ -87,6 +87,7 @@ def test_layout_metadata_labels_and_card(built, a0_checkpoint):
         "num_classes": 1000,
         "background_class": False,
         "labels": "assets/labels.txt",
+        "labels_source": "imagenet-1k",  # or the --labels file's name
     }
     assert "No background class" in (built.out_dir / "classification" / "README.md").read_text()
     labels = (built.out_dir / "classification" / "assets" / "labels.txt").read_text().splitlines()
