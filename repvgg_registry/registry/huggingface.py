@@ -471,21 +471,12 @@ def _staged_labels(staged: Path) -> tuple[str, ...]:
     return tuple(line for line in text.splitlines() if line.strip())
 
 
-def _staged_tasks(staged: Path) -> tuple[str, ...]:
-    """:func:`release_tasks`, and ``train`` too when its manifest is there without its ``.keras``:
-    half a train artifact is a file missing, not a release from a deploy-form source."""
-    tasks = release_tasks(staged)
-    if TRAIN not in tasks and staged_files(staged, TRAIN).manifest.exists():
-        tasks += (TRAIN,)
-    return tasks
-
-
 def _read_staged(staged: Path) -> dict[str, dict]:
     """``{task: manifest}`` of a staged release, for every task it holds (no ``train`` for a
     deploy-form source). A file that is missing (a ``.keras`` above all, which older stagings lack)
     stops the publish here, before a commit that would make a version without it."""
     manifests = {}
-    for task in _staged_tasks(staged):
+    for task in release_tasks(staged):
         files = staged_files(staged, task)
         for path in files.missing():
             raise HubStateError(path, "is missing from the staged release", "stage the build again and rerun")
