@@ -32,7 +32,7 @@ from .errors import RegistryError, UnknownVariantError, UsageError, first_line, 
 from .progress import RichPhases
 from .render import Column, fitted_table, millions, top1
 from .variants.complexity import details, summary
-from .variants.table import VARIANTS, get_variant
+from .variants.table import VARIANTS, check_output_stride, get_variant
 
 # Piped output keeps whole rows instead of rich's 80-column default.
 console = Console(width=None if sys.stdout.isatty() else 160)
@@ -154,6 +154,15 @@ HubOption = Annotated[
 ]
 NamespaceOption = Annotated[str, typer.Option("--namespace", metavar="NAME", help="Handle namespace.")]
 SeedOption = Annotated[int, typer.Option("--seed", metavar="N", help=f"Seed for random weights (0..{MAX_SEED}).")]
+OutputStrideOption = Annotated[
+    int,
+    typer.Option(
+        "--output-stride",
+        metavar="32|16|8",
+        help="Output stride: 16 runs the last stage at stride 1, 8 the last two, dilated as timm's "
+        "output_stride does (for segmentation); every artifact is built that way.",
+    ),
+]
 VariantArgument = Annotated[str, typer.Argument(metavar="VARIANT", help="Variant name, e.g. B3g4.")]
 
 
@@ -369,13 +378,15 @@ def build(
     ],
     weights: WeightsOption = "timm",
     labels: LabelsOption = None,
+    output_stride: OutputStrideOption = 32,
     seed: SeedOption = 0,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an earlier build in --out.")] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Build a variant's artifacts: the fused TF Hub SavedModels (feature vector, classifier), the
-    same networks as .keras files, and train.keras (the train form)."""
+    """Build a variant's artifacts: the fused TF Hub SavedModels (feature vector, classifier,
+    feature maps), the same networks as .keras files, and train.keras (the train form)."""
     spec = get_variant(variant)
+    check_output_stride(output_stride, "--output-stride")
     _seed(seed)
     _check_labels(labels)
     _fetch(weights, [spec])
@@ -383,7 +394,14 @@ def build(
 
     with RichPhases(spec.display_name, console=err_console) as reporter:
         result = build_artifacts(
-            spec, out, weights=weights, labels=labels, seed=seed, overwrite=overwrite, reporter=reporter
+            spec,
+            out,
+            weights=weights,
+            labels=labels,
+            output_stride=output_stride,
+            seed=seed,
+            overwrite=overwrite,
+            reporter=reporter,
         )
     summary_rows = result.to_dict()
     if as_json:
@@ -417,9 +435,11 @@ def publish(
         typer.Option(
             "--name",
             metavar="NAME",
-            help="Model name to publish under (default: the variant's, e.g. a0); one variant only.",
+            help="Model name to publish under (default: the variant's, e.g. a0, or a0-os16 at "
+            "--output-stride 16); one variant only.",
         ),
     ] = None,
+    output_stride: OutputStrideOption = 32,
     version: Annotated[
         int | None, typer.Option("--version", metavar="N", help="Version number (default: the next one).")
     ] = None,
@@ -428,7 +448,7 @@ def publish(
     as_json: JsonOption = False,
 ) -> None:
     """Build, check and publish variants as the next immutable version in a hub."""
-    from .registry.hub import validate_name, validate_version
+    from .registry.hub import default_model_name, validate_name, validate_version
 
     if all_variants:
         specs = list(VARIANTS)
@@ -437,6 +457,7 @@ def publish(
     else:
         raise UsageError("VARIANT", "", "name at least one variant, or pass --all")
     validate_version(version)
+    check_output_stride(output_stride, "--output-stride")
     if name is not None:
         if len(specs) > 1:
             raise UsageError("--name", name, "names one model: publish one variant with it")
@@ -448,7 +469,9 @@ def publish(
     # asked before minutes of build work.
     try:
         for spec in specs:
-            target.preflight(name or spec.hub_name, version=version, base_variant=spec.name)
+            target.preflight(
+                name or default_model_name(spec.name, output_stride), version=version, base_variant=spec.name
+            )
         if len(specs) == 1:  # with several, a bad source fails per variant and the others go on
             _fetch(weights, specs)
         else:
@@ -464,6 +487,7 @@ def publish(
         weights=weights,
         labels=labels,
         name=name,
+        output_stride=output_stride,
         version=version,
         seed=seed,
         reporter_for=lambda name: RichPhases(name, console=err_console),

@@ -80,9 +80,9 @@ def test_deploy_form_is_one_biased_conv_per_block(pair):
 
 def test_graph_is_recognised_from_its_layers(pair):
     train, deploy = pair
-    spec, form, include_top, num_classes = describe_model(train)
-    assert (form, include_top, num_classes) == ("train", True, 1000)
-    assert describe_model(deploy) == (spec, "deploy", True, 1000)
+    spec, form, include_top, num_classes, feature_maps, output_stride = describe_model(train)
+    assert (form, include_top, num_classes, feature_maps, output_stride) == ("train", True, 1000, (), 32)
+    assert describe_model(deploy) == (spec, "deploy", True, 1000, (), 32)
     assert spec.hub_name == train.name.split("_")[1]
 
 

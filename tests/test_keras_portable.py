@@ -108,7 +108,7 @@ def test_keras_files_load_train_and_fuse_without_the_package(tmp_path):
 
     # Trained elsewhere, saved, and fused back here from the graph alone.
     trained = keras.saving.load_model(tmp_path / "trained.keras")
-    assert describe_model(trained) == (describe_model(train).spec, "train", True, 1000)
+    assert describe_model(trained) == (describe_model(train).spec, "train", True, 1000, (), 32)
     reference = np.asarray(trained(images, training=False))
     _close(np.load(tmp_path / "trained.out.npy"), reference, 1e-5)
     assert not np.allclose(reference, expected["train"], atol=1e-4), "fit changed nothing"

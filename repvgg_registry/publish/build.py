@@ -1,16 +1,18 @@
 """Turn a variant and its weights into every artifact of a release, checked before they appear.
 
-Phases: build (train form, ImageNet normalisation inside), weights, fuse, export (both TF Hub
-SavedModels and the three ``.keras`` files into a staging folder), check (reload everything from
-disk: each SavedModel against the train form at the default size and a non-square size, each fused
-``.keras`` against its SavedModel, ``train.keras`` against ``classification.keras``). Only a build
-that passes the check is renamed into place, so a failed build leaves nothing behind.
+Phases: build (train form, ImageNet normalisation inside, at the output stride asked for),
+weights, fuse, export (the three TF Hub SavedModels and the four ``.keras`` files into a staging
+folder), check (reload everything from disk: each SavedModel against the train form at the default
+size and a non-square size, every feature map included, each fused ``.keras`` against its
+SavedModel, ``train.keras`` against ``classification.keras``). Only a build that passes the check
+is renamed into place, so a failed build leaves nothing behind.
 
 A build folder::
 
-    feature_vector/ classification/          TF Hub Reusable SavedModels (hub.KerasLayer)
-    feature_vector.keras classification.keras  the same fused networks (keras.saving.load_model)
-    train.keras                              the multi-branch train form with its head
+    feature_vector/ classification/ feature_maps/   TF Hub Reusable SavedModels (hub.KerasLayer)
+    feature_vector.keras classification.keras       the same fused networks (keras.saving.load_model)
+    feature_maps.keras
+    train.keras                                     the multi-branch train form with its head
 """
 
 from __future__ import annotations
@@ -36,14 +38,14 @@ from ..variants.blocks import POOL
 from ..variants.complexity import count_macs, count_params
 from ..variants.equivalence import RTOL, compare_outputs
 from ..variants.fusion import fuse
-from ..variants.graph import describe_model
-from ..variants.table import IMAGENET_MEAN, IMAGENET_STD, VariantSpec, get_variant
+from ..variants.graph import feature_maps_of
+from ..variants.table import IMAGENET_MEAN, IMAGENET_STD, VariantSpec, check_output_stride, get_variant
 from ..variants.weights import LoadedWeights, WeightsSource
 from .card import model_card
 from .hub_module import RepVGGHubModule
 from .labels import IMAGENET, ClassNames, class_names
 from .release import staged_files
-from .tasks import OUTPUT_KEYS, RELEASE_TASKS, TASKS, TRAIN, describe_output
+from .tasks import FEATURE_MAPS, OUTPUT_KEYS, RELEASE_TASKS, TASKS, TRAIN, describe_output
 
 LICENSE = "MIT"
 #: A ``.keras`` file and the SavedModel of its task hold the same fused weights in two
@@ -132,13 +134,36 @@ def artifact_metadata(
     labels_source: str = IMAGENET,
     name: str | None = None,
     has_train_form: bool = True,
+    output_stride: int = 32,
 ) -> dict:
     """Everything a consumer or the registry needs to know about one artifact. ``name``: the model
     name it is published under (default the variant's); ``labels_source``: ``imagenet-1k`` or the
-    labels file's name; ``has_train_form``: False for a deploy-form source (no ``train.keras``)."""
+    labels file's name; ``has_train_form``: False for a deploy-form source (no ``train.keras``);
+    ``output_stride``: 32, or 16/8 with the last stages dilated (each map's real stride is listed)."""
     size = spec.input_size
     top = task == "classification"
     imagenet = labels_source == IMAGENET
+    if task == FEATURE_MAPS:
+        output = {
+            "name": FEATURE_MAPS,
+            "maps": [level.to_dict() for level in spec.feature_levels(output_stride)],
+            "output_stride": output_stride,
+            "layout": "NHWC",
+        }
+    elif top:
+        output = {
+            "name": "logits",
+            "num_classes": num_classes,
+            "background_class": False,
+            "labels": "assets/labels.txt",
+            "labels_source": labels_source,
+        }
+    else:
+        output = {"name": "feature_vector", "num_features": spec.num_features}
+
+    def macs(size: int) -> int:
+        return count_macs(spec, size, include_top=top, num_classes=num_classes, output_stride=output_stride)
+
     return {
         "format": "tf-hub-reusable-savedmodel",
         "variant": spec.name,
@@ -158,18 +183,9 @@ def artifact_metadata(
             "resize_to": int(round(size / spec.crop_pct)),
             "normalization": {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "inside_model": True},
         },
-        "output": (
-            {
-                "name": "logits",
-                "num_classes": num_classes,
-                "background_class": False,
-                "labels": "assets/labels.txt",
-                "labels_source": labels_source,
-            }
-            if top
-            else {"name": "feature_vector", "num_features": spec.num_features}
-        ),
-        "signature": {"serving_default": {"inputs": ["images"], "outputs": [OUTPUT_KEYS[task]]}},
+        "output": output,
+        "output_stride": output_stride,
+        "signature": {"serving_default": {"inputs": ["images"], "outputs": list(OUTPUT_KEYS[task])}},
         "weights": weights,
         "fusion": {
             "max_abs_diff": max_abs_diff,
@@ -178,10 +194,11 @@ def artifact_metadata(
             "train_form": has_train_form,
         },
         "params": count_params(spec, "deploy", include_top=top, num_classes=num_classes),
-        "gmacs_224": round(count_macs(spec, 224, include_top=top, num_classes=num_classes) / 1e9, 4),
-        "gmacs_default": round(count_macs(spec, size, include_top=top, num_classes=num_classes) / 1e9, 4),
-        # the paper's ImageNet top-1 describes an ImageNet head, not a fine-tuned one
-        "top1": spec.top1_paper if imagenet and num_classes == spec.num_classes else None,
+        "gmacs_224": round(macs(224) / 1e9, 4),
+        "gmacs_default": round(macs(size) / 1e9, 4),
+        # the paper's ImageNet top-1 describes the plain network with an ImageNet head, not a
+        # fine-tuned or dilated one
+        "top1": spec.top1_paper if imagenet and num_classes == spec.num_classes and output_stride == 32 else None,
         "license": LICENSE,
         "tool": {
             "repvgg_registry": __version__,
@@ -200,19 +217,27 @@ def _differs(what: str, reference, candidate, size: tuple[int, int], *, rtol: fl
     return diff
 
 
+def _named(task: str, result) -> dict[str, np.ndarray]:
+    """``{output key: array}`` of a model's or a signature's result (a dict for feature maps)."""
+    if isinstance(result, dict):
+        return {key: np.asarray(result[key]) for key in OUTPUT_KEYS[task]}
+    return {OUTPUT_KEYS[task][0]: np.asarray(result)}
+
+
 def _check(
     artifacts: dict[str, Path],
     keras_files: dict[str, Path],
-    source: keras.Model,
-    features: keras.Model,
+    references: dict[str, keras.Model],
+    against: str,
     spec: VariantSpec,
     seed: int,
 ) -> float:
     """Reload every artifact from disk (the ``.keras`` files in safe mode, as a user would) and
-    compare on two sizes: each SavedModel with the source model in memory (the train form: the
-    fusion bound; a deploy-form source: itself), each fused ``.keras`` with its SavedModel
-    (:data:`FORMAT_RTOL`), ``train.keras`` (if any) with ``classification.keras`` (the fusion
-    bound). Returns the worst source-vs-artifact diff."""
+    compare on two sizes, every output of a task (each feature map) on its own: each SavedModel
+    with its ``references`` model in memory (views of the train form: the fusion bound; of a
+    deploy-form source: itself), each fused ``.keras`` with its SavedModel (:data:`FORMAT_RTOL`),
+    ``train.keras`` (if any) with ``classification.keras`` (the fusion bound). Returns the worst
+    source-vs-artifact diff."""
     worst = 0.0
     rng = np.random.default_rng(seed)
     served_by = {
@@ -226,25 +251,24 @@ def _check(
             raise BuildError(
                 f"{path.name} does not reload with keras.saving.load_model ({first_line(exc)}); nothing was written"
             ) from None
-    references = {"classification": source, "feature_vector": features}
-    against = "train form" if describe_model(source).form == "train" else "deploy-form source"
     name = spec.display_name
     for size in check_sizes(spec):
         images = rng.random((2, *size, 3), dtype=np.float32)
-        served = {}
         for task, serve in served_by.items():
-            served[task] = serve(images=tf.constant(images))[OUTPUT_KEYS[task]].numpy()
-            reference = np.asarray(references[task](images, training=False))
-            diff = _differs(f"{name} {task} artifact differs from the {against}", reference, served[task], size)
-            worst = max(worst, diff)
-            from_keras = np.asarray(reloaded[task](images, training=False))
-            _differs(
-                f"{name} {task}.keras differs from the {task} SavedModel",
-                served[task],
-                from_keras,
-                size,
-                rtol=FORMAT_RTOL,
-            )
+            served = _named(task, serve(images=tf.constant(images)))
+            reference = _named(task, references[task](images, training=False))
+            from_keras = _named(task, reloaded[task](images, training=False))
+            for key, value in served.items():
+                shown = task if key in (task, "logits") else f"{task} {key}"
+                diff = _differs(f"{name} {shown} artifact differs from the {against}", reference[key], value, size)
+                worst = max(worst, diff)
+                _differs(
+                    f"{name} {task}.keras differs from the {task} SavedModel" + ("" if shown == task else f" ({key})"),
+                    value,
+                    from_keras[key],
+                    size,
+                    rtol=FORMAT_RTOL,
+                )
         if TRAIN not in reloaded:
             continue
         logits = np.asarray(reloaded["classification"](images, training=False))
@@ -255,20 +279,27 @@ def _check(
     return worst
 
 
-def _feature_model(model: keras.Model, name: str) -> keras.Model:
+def _pooled_model(model: keras.Model, name: str) -> keras.Model:
     """``model`` up to its pooled features (layer ``pool``), without the head."""
     return keras.Model(model.input, model.get_layer(POOL).output, name=name)
 
 
-def save_keras_files(train: keras.Model | None, deploy: keras.Model, folder: Path, model_name: str) -> dict[str, Path]:
-    """Write ``feature_vector.keras``, ``classification.keras`` (fused) and ``train.keras`` (when
-    there is a train form) into ``folder``; every model takes RGB in [0, 1] (its ``normalize``
-    layer comes first)."""
-    models = {
-        "feature_vector": _feature_model(deploy, f"repvgg_{model_name}_feature_vector"),
-        "classification": deploy,
-        TRAIN: train,
+def task_views(model: keras.Model, model_name: str, prefix: str = "") -> dict[str, keras.Model]:
+    """The model of each SavedModel task, as views of one classifier sharing its weights: itself,
+    its pooled features and its feature maps."""
+    base = f"repvgg_{model_name}_{prefix}"
+    return {
+        "feature_vector": _pooled_model(model, f"{base}feature_vector"),
+        "classification": model,
+        FEATURE_MAPS: feature_maps_of(model, name=f"{base}{FEATURE_MAPS}"),
     }
+
+
+def save_keras_files(train: keras.Model | None, deploy: keras.Model, folder: Path, model_name: str) -> dict[str, Path]:
+    """Write ``feature_vector.keras``, ``classification.keras``, ``feature_maps.keras`` (fused) and
+    ``train.keras`` (when there is a train form) into ``folder``; every model takes RGB in [0, 1]
+    (its ``normalize`` layer comes first)."""
+    models = {**task_views(deploy, model_name), TRAIN: train}
     paths = {}
     for task in RELEASE_TASKS:
         if models[task] is not None:
@@ -284,21 +315,25 @@ def build_artifacts(
     weights: str = "random",
     labels: str | os.PathLike | None = None,
     name: str | None = None,
+    output_stride: int = 32,
     seed: int = 0,
     overwrite: bool = False,
     reporter: Reporter | None = None,
 ) -> BuildResult:
-    """Build ``out_dir/feature_vector`` and ``out_dir/classification`` (SavedModels) and
-    ``out_dir/{feature_vector,classification,train}.keras`` for ``variant``.
+    """Build ``out_dir/{feature_vector,classification,feature_maps}`` (SavedModels) and
+    ``out_dir/{feature_vector,classification,feature_maps,train}.keras`` for ``variant``.
 
     ``weights`` is ``random`` (seeded, reproducible), ``timm``, a checkpoint path or a ``.keras``
     file. The head follows the weights: a 10-class classifier gives 10 logits, named by
     ``labels`` (a file, one name per line; ImageNet-1k's names by default, for 1000 classes only).
     A deploy-form source is not fused (there is no train form) and gives no ``train.keras``.
-    ``name``: the model name it will be published under (for metadata and cards). The output
-    appears only after the reloaded artifacts match the source model.
+    ``name``: the model name it will be published under (for metadata and cards).
+    ``output_stride`` 16 or 8 builds every artifact with the last stage, or two, dilated (timm's
+    rule, see :meth:`VariantSpec.layers`). The output appears only after the reloaded artifacts
+    match the source model.
     """
     spec = get_variant(variant)
+    output_stride = check_output_stride(output_stride)
     reporter = reporter or Reporter()
     out_dir = Path(out_dir).expanduser()
     _check_out_dir(out_dir, overwrite)
@@ -319,13 +354,15 @@ def build_artifacts(
         keras.utils.set_random_seed(seed)
         source = WeightsSource.open(spec, weights)
         names = class_names(source.num_classes, labels)  # before minutes of work
-        model = source.build(include_preprocessing=True, name=f"repvgg_{model_name}_{source.form}")
+        model = source.build(
+            include_preprocessing=True, output_stride=output_stride, name=f"repvgg_{model_name}_{source.form}"
+        )
     with timed("weights"):
         loaded = source.fill(model)
     with timed("fuse"):
         train = model if source.form == "train" else None
         deploy = fuse(model, name=f"repvgg_{model_name}_classification") if train is not None else model
-        features = _feature_model(model, f"repvgg_{model_name}_source_features")
+        references = task_views(model, model_name, "source_")
     try:
         out_dir.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.staging-", dir=out_dir.parent))
@@ -343,7 +380,8 @@ def build_artifacts(
                 module.save(artifacts[task])
             keras_files = save_keras_files(train, deploy, staging, model_name)
         with timed("check"):
-            max_diff = _check(artifacts, keras_files, model, features, spec, seed)
+            against = "train form" if train is not None else "deploy-form source"
+            max_diff = _check(artifacts, keras_files, references, against, spec, seed)
             record = _weights_record(loaded, str(weights), seed)
             metadata = {}
             for task, folder in artifacts.items():
@@ -356,6 +394,7 @@ def build_artifacts(
                     labels_source=names.source,
                     name=model_name,
                     has_train_form=train is not None,
+                    output_stride=output_stride,
                 )
                 (folder / "metadata.json").write_text(json.dumps(metadata[task], indent=2, sort_keys=True) + "\n")
                 (folder / "README.md").write_text(model_card(metadata[task], labels=names.labels))
@@ -370,11 +409,8 @@ def build_artifacts(
         raise
     final = {task: out_dir / task for task in artifacts}
     final_keras = {task: out_dir / path.name for task, path in keras_files.items()}
-    params = {
-        "feature_vector": metadata["feature_vector"]["params"],
-        "classification": metadata["classification"]["params"],
-        TRAIN: count_params(spec, "train", include_top=True, num_classes=source.num_classes),
-    }
+    params = {task: metadata[task]["params"] for task in TASKS}
+    params[TRAIN] = count_params(spec, "train", include_top=True, num_classes=source.num_classes)
     return BuildResult(spec.name, out_dir, final, metadata, max_diff, timings, final_keras, params)
 
 

@@ -6,6 +6,7 @@ import html
 import re
 
 from ..errors import one_line
+from .tasks import FEATURE_MAPS, OUTPUT_KEYS
 
 #: The one wording of the random-weights warning, on cards and on the served page.
 RANDOM_WEIGHTS_BANNER = "random weights, for pipeline tests only; the reference accuracy does not apply"
@@ -26,8 +27,34 @@ def random_weights_banner(weights: dict) -> str:
     return f"> **Warning: {RANDOM_WEIGHTS_BANNER}.**\n\n" if weights.get("source") == "random" else ""
 
 
-_TASK_TITLE = {"feature_vector": "image feature vector", "classification": "image classifier"}
-_PIPELINE = {"feature_vector": "image-feature-extraction", "classification": "image-classification"}
+_TASK_TITLE = {
+    "feature_vector": "image feature vector",
+    "classification": "image classifier",
+    FEATURE_MAPS: "feature maps (dense-prediction backbone)",
+}
+_PIPELINE = {
+    "feature_vector": "image-feature-extraction",
+    "classification": "image-classification",
+    FEATURE_MAPS: "image-feature-extraction",
+}
+
+
+def output_stride_text(meta: dict) -> str:
+    """``32`` or ``16 (stage 4 at stride 1, timm's dilation rule)``: the card's and the page's line."""
+    stride = meta.get("output_stride", 32)
+    if stride == 32:
+        return "32"
+    stages = "stage 4" if stride == 16 else "stages 3 and 4"
+    return f"{stride} ({stages} at stride 1, dilated by timm's `output_stride` rule)"
+
+
+def feature_maps_lines(output: dict) -> list[str]:
+    """One Markdown bullet per map: its key, real stride and channels."""
+    return [
+        f"  * `{m['key']}`: float32 `[batch, ceil(height/{m['stride']}), ceil(width/{m['stride']}), "
+        f"{m['channels']}]` (stride {m['stride']})"
+        for m in output["maps"]
+    ]
 
 
 def yaml_header(meta: dict, extra_tags: tuple[str, ...] = ()) -> str:
@@ -94,7 +121,23 @@ def model_card(meta: dict, *, handle: str | None = None, labels: tuple[str, ...]
         else "This model was built from a deploy-form (fused) source: there is no train form, so no\n"
         "`train.keras` ships with it."
     )
-    if task == "classification":
+    tf_keras_use = None
+    if task == FEATURE_MAPS:
+        out_line = (
+            "a dict of the stem's and each stage's output (after ReLU"
+            + (" and SE" if meta["variant"] == "D2se" else "")
+            + "), NHWC, keyed by nominal stride (the real one below output stride 32 is given):\n"
+            + "\n".join(feature_maps_lines(output))
+        )
+        keras_use = (
+            'maps = model(images)                 # {"stride_2": ..., "stride_32": ...}, images in [0, 1]\n'
+            'p3, p4, p5 = maps["stride_8"], maps["stride_16"], maps["stride_32"]   # an FPN / YOLO neck\'s input'
+        )
+        tf_keras_use = f"""images = tf_keras.Input((None, None, 3))
+maps = hub.KerasLayer("{where}", trainable=True)(images)
+p3, p4, p5 = maps["stride_8"], maps["stride_16"], maps["stride_32"]"""
+        head = ""
+    elif task == "classification":
         if output.get("labels_source", "imagenet-1k") != "imagenet-1k":
             out_line = (
                 f"`logits`: float32 `[batch, {output['num_classes']}]`, one per class, named line by line in "
@@ -115,6 +158,13 @@ def model_card(meta: dict, *, handle: str | None = None, labels: tuple[str, ...]
             f"model = keras.Sequential([keras.Input(({size}, {size}, 3)), model, keras.layers.Dense(5)])\n"
             'model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))'
         )
+    if tf_keras_use is None:
+        tf_keras_use = f"""model = tf_keras.Sequential([
+    tf_keras.Input(({size}, {size}, 3)),
+    hub.KerasLayer("{where}", trainable=True),
+    {head},
+])"""
+    key = OUTPUT_KEYS[task][-1]
     weights = meta["weights"]
     keras_where = f"{handle}.keras" if handle else f"path/to/{task}.keras"
     provenance = markdown_text(weights["source"])
@@ -138,6 +188,7 @@ re-parameterization: every block is one 3x3 convolution + ReLU. Built by repvgg-
 |---|---|
 | variant | {meta["variant"]} |
 | task | {task} |
+| output stride | {output_stride_text(meta)} |
 | parameters | {meta["params"]:,} |
 | GMACs | {meta["gmacs_224"]:.2f} at 224x224, {meta["gmacs_default"]:.2f} at {size}x{size} |
 | reference top-1 (ImageNet-1k) | {top1} |
@@ -169,11 +220,7 @@ tf_keras with `tensorflow_hub` (fine-tunable, `trainable=True`):
 
 ```python
 import tf_keras, tensorflow_hub as hub
-model = tf_keras.Sequential([
-    tf_keras.Input(({size}, {size}, 3)),
-    hub.KerasLayer("{where}", trainable=True),
-    {head},
-])
+{tf_keras_use}
 ```
 
 Keras 3 can also call this SavedModel through `TFSMLayer` (a local folder only). Fine-tuning it that
@@ -184,7 +231,7 @@ way needs an SGD-style optimizer in Keras 3.15: Adam fails with
 import keras
 layer = keras.layers.TFSMLayer("{where}", call_endpoint="serving_default")
 inputs = keras.Input(({size}, {size}, 3))
-outputs = layer(inputs)["{"logits" if task == "classification" else "feature_vector"}"]
+outputs = layer(inputs)["{key}"]
 model = keras.Model(inputs, outputs)
 ```
 
@@ -194,7 +241,7 @@ TensorFlow:
 import tensorflow as tf
 obj = tf.saved_model.load("{where}")
 y = obj(images)                                   # reusable __call__(images, training=False)
-y = obj.signatures["serving_default"](images=images)["{"logits" if task == "classification" else "feature_vector"}"]
+y = obj.signatures["serving_default"](images=images)["{key}"]
 ```
 
 Inference only (a process that never trains this model): freeze the signature in memory. With

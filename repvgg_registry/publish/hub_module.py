@@ -10,7 +10,12 @@ into its own ``tf.Variable``s once and writes the forward pass with plain ``tf.n
 * a ``serving_default`` signature takes ``images`` and returns a dict.
 
 Input: float32 ``[batch, height, width, 3]`` RGB in [0, 1], any size; ImageNet normalisation is
-inside the graph. 3x3 convolutions use explicit symmetric padding (PyTorch's ``padding=1``).
+inside the graph. 3x3 convolutions use explicit symmetric padding (PyTorch's ``padding=d`` for
+dilation d, 1 below output stride 32 only where a stage runs dilated).
+
+``feature_maps`` returns a dict from ``__call__`` as well as from ``serving_default``:
+``{"stride_2": ..., "stride_32": ...}``, the outputs of the stem and of each stage (after ReLU), NHWC
+float32 with a static channel dimension; ``hub.KerasLayer`` passes such a dict on as it is.
 
 Normalisation is half folded into the stem: ``conv(W, pad0((x - mean) / std))`` equals
 ``conv(W / std, pad0(x - mean))`` in exact arithmetic (zero padding stays zero under a per-channel scale), so
@@ -32,9 +37,12 @@ import tensorflow as tf
 from ..variants.blocks import HEAD, layer_name
 from ..variants.graph import describe_model
 from ..variants.table import IMAGENET_MEAN, IMAGENET_STD
-from .tasks import OUTPUT_KEYS, TASKS
+from .tasks import FEATURE_MAPS, OUTPUT_KEYS, TASKS
 
-_PAD = [[0, 0], [1, 1], [1, 1], [0, 0]]
+
+def _explicit_padding(dilation: int) -> list[list[int]]:
+    """A 3x3 conv's symmetric padding: ``dilation`` pixels on every side."""
+    return [[0, 0], [dilation, dilation], [dilation, dilation], [0, 0]]
 
 
 @dataclass(frozen=True)
@@ -44,7 +52,9 @@ class _BlockOps:
     kernel: int
     bias: int
     stride: int
+    dilation: int
     se: tuple[int, int, int, int] | None  # down kernel, down bias, up kernel, up bias
+    feature_key: str | None  # the feature map this block's output is, for feature_maps
 
 
 class RepVGGHubModule(tf.Module):
@@ -76,7 +86,8 @@ class RepVGGHubModule(tf.Module):
         def weights(plan, part):
             return deploy_model.get_layer(layer_name(plan.name, part)).get_weights()
 
-        for plan in info.spec.layers():
+        maps = {level.index: level.key for level in info.spec.feature_levels(info.output_stride)}
+        for plan in info.spec.layers(info.output_stride):
             kernel, bias = weights(plan, "reparam_conv")
             if plan.index == 0:  # the stem sees mean-subtracted input: fold 1/std into its kernel
                 kernel = kernel.astype(np.float64) / np.asarray(IMAGENET_STD, np.float64)[None, None, :, None]
@@ -94,7 +105,8 @@ class RepVGGHubModule(tf.Module):
                     add(uk, f"{plan.name}_se_up_kernel"),
                     add(ub, f"{plan.name}_se_up_bias"),
                 )
-            blocks.append(_BlockOps(k, b, plan.stride, se))
+            key = maps.get(plan.index) if task == FEATURE_MAPS else None
+            blocks.append(_BlockOps(k, b, plan.stride, plan.dilation, se, key))
         head = None
         if task == "classification":
             hk, hb = deploy_model.get_layer(HEAD).get_weights()
@@ -116,13 +128,20 @@ class RepVGGHubModule(tf.Module):
         self.serve = tf.function(self._serve, input_signature=[spec])
 
     def _forward(self, images, training=False):
-        """Subtract the mean (1/std lives in the stem kernel), run the fused blocks, pool, and for
-        classification apply the head."""
+        """Subtract the mean (1/std lives in the stem kernel), run the fused blocks, then return the
+        feature maps, or pool and for classification apply the head."""
         del training  # the fused network has no BatchNorm or dropout: same graph either way
         p = self.variables
         x = tf.convert_to_tensor(images, tf.float32) - self._mean
+        maps = {}
         for block in self._blocks:
-            x = tf.nn.conv2d(x, p[block.kernel], strides=block.stride, padding=_PAD)
+            x = tf.nn.conv2d(
+                x,
+                p[block.kernel],
+                strides=block.stride,
+                padding=_explicit_padding(block.dilation),
+                dilations=block.dilation,
+            )
             x = tf.nn.bias_add(x, p[block.bias])
             if block.se is not None:
                 dk, db, uk, ub = (p[i] for i in block.se)
@@ -131,13 +150,18 @@ class RepVGGHubModule(tf.Module):
                 gate = tf.sigmoid(tf.matmul(gate, uk) + ub)
                 x = x * gate[:, None, None, :]
             x = tf.nn.relu(x)
+            if block.feature_key is not None:
+                maps[block.feature_key] = x
+        if self.task == FEATURE_MAPS:
+            return maps
         x = tf.reduce_mean(x, axis=[1, 2])
         if self._head is not None:
             x = tf.matmul(x, p[self._head[0]]) + p[self._head[1]]
         return x
 
     def _serve(self, images):
-        return {OUTPUT_KEYS[self.task]: self.__call__(images, training=False)}
+        out = self.__call__(images, training=False)
+        return dict(out) if self.task == FEATURE_MAPS else {OUTPUT_KEYS[self.task][0]: out}
 
     def save(self, path: str | Path) -> None:
         tf.saved_model.save(

@@ -1,15 +1,28 @@
-"""The tasks of a release and their output names (no TensorFlow here).
+"""The tasks of a release and their outputs (no TensorFlow here).
 
-``TASKS`` are the two TF Hub image tasks, each a SavedModel folder (with its archive) and the same
-fused network as a ``.keras`` file. ``train`` is the multi-branch train form with its head, shipped
-only as ``train.keras`` (what you fine-tune before fusing). ``RELEASE_TASKS`` are all three: the
-handles one published version has.
+``TASKS`` are the three TF Hub image tasks, each a SavedModel folder (with its archive) and the
+same fused network as a ``.keras`` file: ``feature_vector`` (pooled), ``classification`` (logits)
+and ``feature_maps`` (the five multi-scale maps a detection or segmentation neck takes). ``train``
+is the multi-branch train form with its head, shipped only as ``train.keras`` (what you fine-tune
+before fusing). ``RELEASE_TASKS`` are all four: the handles one published version has.
 """
 
-TASKS = ("feature_vector", "classification")
+from __future__ import annotations
+
+import math
+
+from ..variants.table import FEATURE_KEYS
+
+FEATURE_MAPS = "feature_maps"
+TASKS = ("feature_vector", "classification", FEATURE_MAPS)
 TRAIN = "train"
 RELEASE_TASKS = (*TASKS, TRAIN)
-OUTPUT_KEYS = {"feature_vector": "feature_vector", "classification": "logits"}
+#: The keys of each task's ``serving_default`` outputs (and of its ``__call__`` dict for feature_maps).
+OUTPUT_KEYS: dict[str, tuple[str, ...]] = {
+    "feature_vector": ("feature_vector",),
+    "classification": ("logits",),
+    FEATURE_MAPS: FEATURE_KEYS,
+}
 
 
 def has_savedmodel(task: str) -> bool:
@@ -18,12 +31,32 @@ def has_savedmodel(task: str) -> bool:
 
 
 def describe_output(output: dict) -> str:
-    """``logits [batch, 1000]`` or ``feature_vector [batch, 1280]`` from metadata.json's
-    ``output``: how pages, cards and the CLI show an output, instead of a Python dict."""
+    """``logits [batch, 1000]``, ``feature_vector [batch, 1280]`` or ``feature_maps
+    stride_2..stride_32 [batch, h/s, w/s, 48..1280]`` from metadata.json's ``output``: how pages, cards and the CLI
+    show an output, instead of a Python dict."""
+    maps = output.get("maps")
+    if maps:
+        channels = f"{maps[0]['channels']}..{maps[-1]['channels']}"
+        return f"{output.get('name', '?')} {maps[0]['key']}..{maps[-1]['key']} [batch, h/s, w/s, {channels}]"
     width = output.get("num_classes", output.get("num_features", "?"))
     return f"{output.get('name', '?')} [batch, {width}]"
 
 
 def output_width(output: dict) -> int | None:
-    """The output's last dimension from metadata.json's (or a manifest's) ``output``."""
+    """The output's last dimension from metadata.json's (or a manifest's) ``output``; for feature
+    maps the deepest map's channels."""
+    if output.get("maps"):
+        return output["maps"][-1]["channels"]
     return output.get("num_classes") or output.get("num_features")
+
+
+def output_shapes(output: dict, height: int, width: int, batch: int = 1) -> dict[str, tuple[int, ...]]:
+    """``{output key: shape}`` that metadata.json's ``output`` promises for a ``height`` x ``width``
+    batch: a stride-s map is ``ceil(height / s)`` high (each stride-2 block pads 1 and runs a 3x3)."""
+    maps = output.get("maps")
+    if maps:
+        return {
+            m["key"]: (batch, math.ceil(height / m["stride"]), math.ceil(width / m["stride"]), m["channels"])
+            for m in maps
+        }
+    return {output.get("name", "?"): (batch, output_width(output))}

@@ -11,7 +11,7 @@ import numpy as np
 from ..hashing import sha256_file
 from .archive import archive_members, walk_files
 from .release import ArtifactFiles
-from .tasks import OUTPUT_KEYS, output_width
+from .tasks import output_shapes
 
 #: The input every check runs: small, non-square, mid-grey.
 _PROBE_SHAPE = (1, 64, 48, 3)
@@ -92,8 +92,14 @@ def describe_signature(signature: dict) -> str:
     """``serving_default: images -> logits [1, 1000]``: what ``verify`` found, for people."""
     if not signature:
         return "no signature checked"
-    shape = ", ".join(str(d) for d in signature.get("shape", []))
-    return f"{signature['name']}: {signature['input']} -> {signature['output']} [{shape}]"
+
+    def dims(shape) -> str:
+        return ", ".join(str(d) for d in shape)
+
+    if "shapes" in signature:  # feature maps: each key with its shape
+        shown = ", ".join(f"{key} [{dims(shape)}]" for key, shape in signature["shapes"].items())
+        return f"{signature['name']}: {signature['input']} -> {shown}"
+    return f"{signature['name']}: {signature['input']} -> {signature['output']} [{dims(signature.get('shape', []))}]"
 
 
 def verify_savedmodel(folder: Path, task: str) -> tuple[list[str], dict]:
@@ -101,27 +107,39 @@ def verify_savedmodel(folder: Path, task: str) -> tuple[list[str], dict]:
     against its metadata.json. Returns (problems, signature)."""
     import tensorflow as tf
 
-    problems: list[str] = []
     try:
         meta = json.loads((folder / "metadata.json").read_text())
-        width = output_width(meta["output"])
+        expected = output_shapes(meta["output"], *_PROBE_SHAPE[1:3])
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         return [f"metadata.json: unreadable ({exc.__class__.__name__})"], {}
     try:
         obj = tf.saved_model.load(str(folder))
         sig = obj.signatures["serving_default"]
-        out = sig(images=tf.constant(np.full(_PROBE_SHAPE, 0.5, np.float32)))[OUTPUT_KEYS[task]].numpy()
+        outputs = {k: v.numpy() for k, v in sig(images=tf.constant(np.full(_PROBE_SHAPE, 0.5, np.float32))).items()}
     except Exception as exc:
-        problems.append(f"saved_model.pb: does not load or run ({exc.__class__.__name__})")
-        return problems, {}
-    if out.shape != (1, width) or not np.all(np.isfinite(out)):
-        problems.append(f"saved_model.pb: serving_default gives shape {list(out.shape)}, expected [1, {width}]")
-    return problems, {
-        "name": "serving_default",
-        "input": "images",
-        "output": OUTPUT_KEYS[task],
-        "shape": list(out.shape),
-    }
+        return [f"saved_model.pb: does not load or run ({exc.__class__.__name__})"], {}
+    problem = _shape_problem(outputs, expected)
+    problems = [f"saved_model.pb: serving_default {problem}"] if problem else []
+    return problems, _signature("serving_default", outputs)
+
+
+def _shape_problem(outputs: dict[str, np.ndarray], expected: dict[str, tuple[int, ...]]) -> str | None:
+    """What is wrong with a probe's outputs against the shapes the metadata promises, or None."""
+    if set(outputs) != set(expected):
+        return f"gives outputs {sorted(outputs)}, expected {sorted(expected)}"
+    for key, shape in expected.items():
+        if outputs[key].shape != shape or not np.all(np.isfinite(outputs[key])):
+            return f"gives {key} of shape {list(outputs[key].shape)}, expected {list(shape)} and finite values"
+    return None
+
+
+def _signature(name: str, outputs: dict[str, np.ndarray]) -> dict:
+    """What ``verify`` reports of a signature: its output (``logits``, or the maps' keys) and shape(s)."""
+    keys = list(outputs)
+    record = {"name": name, "input": "images", "output": ", ".join(keys), "shape": list(outputs[keys[-1]].shape)}
+    if len(keys) > 1:
+        record["shapes"] = {key: list(value.shape) for key, value in outputs.items()}
+    return record
 
 
 def _foreign_classes(config: object) -> list[str]:
@@ -159,12 +177,17 @@ def verify_keras(path: Path, output: dict) -> tuple[list[str], dict]:
         return [f"{path.name}: not a .keras file ({exc.__class__.__name__})"], {}
     if foreign:
         return [f"{path.name}: needs custom code to load ({foreign[0]})"], {}
+    expected = output_shapes(output, *_PROBE_SHAPE[1:3])
     try:
         model = keras.saving.load_model(path)
-        out = np.asarray(model(np.full(_PROBE_SHAPE, 0.5, np.float32), training=False))
+        result = model(np.full(_PROBE_SHAPE, 0.5, np.float32), training=False)
     except Exception as exc:
         return [f"{path.name}: does not load or run with keras.saving.load_model ({exc.__class__.__name__})"], {}
-    width = output_width(output)
-    if out.shape != (1, width) or not np.all(np.isfinite(out)):
-        return [f"{path.name}: gives shape {list(out.shape)}, expected [1, {width}] and finite values"], {}
-    return [], {"name": "keras", "input": "images", "output": output.get("name", "?"), "shape": list(out.shape)}
+    if isinstance(result, dict):
+        outputs = {key: np.asarray(value) for key, value in result.items()}
+    else:
+        outputs = {next(iter(expected)): np.asarray(result)}
+    problem = _shape_problem(outputs, expected)
+    if problem:
+        return [f"{path.name}: {problem}"], {}
+    return [], _signature("keras", outputs)

@@ -180,6 +180,16 @@ def variant_named(model: str) -> str | None:
     return spec.name if spec.hub_name == model.lower() else None
 
 
+def default_model_name(variant: str, output_stride: int = 32) -> str:
+    """The model a variant is published under without ``--name``: its own name (``b0``), or at
+    output stride 16 or 8 ``b0-os16`` / ``b0-os8``, a model of its own, since its artifacts compute
+    other outputs than the plain network's (the one owner of that naming)."""
+    from ..variants.table import check_output_stride, get_variant
+
+    name = get_variant(variant).hub_name
+    return name if check_output_stride(output_stride) == 32 else f"{name}-os{output_stride}"
+
+
 class Hub(ABC):
     """A model hub that stores immutable, versioned artifacts; its methods are the verbs
     (``publish``, ``publish_many``, ``verify``, ``versions``), as on huggingface_hub's ``HfApi``.
@@ -258,16 +268,25 @@ class Hub(ABC):
         weights: str = "timm",
         labels: str | Path | None = None,
         name: str | None = None,
+        output_stride: int = 32,
         version: int | None = None,
         seed: int = 0,
         reporter=None,
     ) -> list[VersionInfo]:
         """Build, check, archive and publish every artifact of ``variant`` as one version, under
-        the model name ``name`` (default the variant's), its classes named by ``labels``."""
+        the model name ``name`` (default :func:`default_model_name`), its classes named by ``labels``."""
         from .operations import publish_variant
 
         return publish_variant(
-            self, variant, weights=weights, labels=labels, name=name, version=version, seed=seed, reporter=reporter
+            self,
+            variant,
+            weights=weights,
+            labels=labels,
+            name=name,
+            output_stride=output_stride,
+            version=version,
+            seed=seed,
+            reporter=reporter,
         )
 
     def publish_many(
@@ -277,6 +296,7 @@ class Hub(ABC):
         weights: str = "timm",
         labels: str | Path | None = None,
         name: str | None = None,
+        output_stride: int = 32,
         version: int | None = None,
         seed: int = 0,
         reporter_for: Callable[[str], Any] | None = None,
@@ -293,7 +313,14 @@ class Hub(ABC):
             try:
                 with reporter as phases:
                     published = self.publish(
-                        variant, weights=weights, labels=labels, name=name, version=version, seed=seed, reporter=phases
+                        variant,
+                        weights=weights,
+                        labels=labels,
+                        name=name,
+                        output_stride=output_stride,
+                        version=version,
+                        seed=seed,
+                        reporter=phases,
                     )
             except (RegistryError, OSError) as exc:  # one line each: a full disk as much as a bad checkpoint
                 known = isinstance(exc, RegistryError)

@@ -56,7 +56,7 @@ from ..hf_client import (
 from ..publish.card import RANDOM_WEIGHTS_BANNER, custom_model_text, is_custom, markdown_text, yaml_header
 from ..publish.labels import IMAGENET, NUM_IMAGENET_CLASSES
 from ..publish.release import ArtifactFiles, artifact_files, primary_record, release_tasks, staged_files
-from ..publish.tasks import RELEASE_TASKS, TASKS, TRAIN, has_savedmodel, output_width
+from ..publish.tasks import FEATURE_MAPS, RELEASE_TASKS, TASKS, TRAIN, has_savedmodel, output_width
 from .hub import (
     DEFAULT_NAMESPACE,
     Handle,
@@ -584,6 +584,20 @@ def _logits_bullet(output: dict) -> str:
     )
 
 
+def _feature_maps_bullet(manifests: dict) -> str:
+    """The ``feature_maps.keras`` line: the five maps' keys and channels (and the output stride),
+    or nothing for a release published before feature maps existed."""
+    output = (manifests.get(FEATURE_MAPS) or {}).get("output") or {}
+    if not output.get("maps"):
+        return ""
+    maps = ", ".join(f"`{m['key']}` {m['channels']}" for m in output["maps"])
+    stride = output.get("output_stride", 32)
+    return (
+        f"* `feature_maps.keras`: the same network's multi-scale maps, a dict ({maps} channels;"
+        f" output stride {stride}) for FPN, YOLO or segmentation necks"
+    )
+
+
 def _train_bullet(has_train: bool) -> str:
     """The card's ``train.keras`` line, or, for a deploy-form source, that there is none."""
     if has_train:
@@ -662,13 +676,15 @@ Keras 3 (`keras.saving.load_model`, no custom objects, the default `safe_mode`):
 
 * `feature_vector.keras`: the fused (deploy-form) network -> `[batch, {width}]` features
 {_logits_bullet(output)}
+{_feature_maps_bullet(manifests)}
 {_train_bullet(has_train)}
 
 TF Hub Reusable SavedModels of the same fused network (tf_keras and `tensorflow_hub`):
 
-* `feature_vector/`, `classification/` (labels in `classification/assets/labels.txt`), each with
-  its own `metadata.json` (params, GMACs, fusion check) and model card; `<task>.tar.gz` is the TF
-  Hub archive
+* `feature_vector/`, `classification/` (labels in `classification/assets/labels.txt`),
+  `feature_maps/` (a dict of five maps for detection and segmentation necks), each with its own
+  `metadata.json` (params, GMACs, fusion check) and model card; `<task>.tar.gz` is the TF Hub
+  archive
 
 `<task>.manifest.json` lists the sha256 of every file of the artifact.
 

@@ -24,7 +24,7 @@ from ..publish.release import (
 )
 from ..publish.tasks import RELEASE_TASKS, TASKS
 from ..publish.verify import verify_artifact, verify_keras, verify_savedmodel
-from .hub import Handle, Hub, VerifyReport, VersionInfo, validate_name
+from .hub import Handle, Hub, VerifyReport, VersionInfo, default_model_name, validate_name
 
 
 def publish_variant(
@@ -34,22 +34,33 @@ def publish_variant(
     weights: str = "timm",
     labels: str | Path | None = None,
     name: str | None = None,
+    output_stride: int = 32,
     version: int | None = None,
     seed: int = 0,
     reporter: Reporter | None = None,
 ) -> list[VersionInfo]:
     """Build, check, archive and publish every artifact of ``variant`` as one version of the
-    model ``name`` (default: the variant's own name, e.g. ``a0``)."""
+    model ``name`` (default: the variant's own name, e.g. ``a0``, or ``a0-os16`` at output stride 16)."""
     from ..variants.table import get_variant
 
     spec = get_variant(variant)
-    model = validate_name(name.lower() if isinstance(name, str) else spec.hub_name, "model name")
+    default = default_model_name(spec.name, output_stride)
+    model = validate_name(name.lower() if isinstance(name, str) else default, "model name")
     reporter = reporter or Reporter()
     hub.preflight(model, version=version, base_variant=spec.name)
     staging = hub.staging_dir()
     try:
         build_dir = staging / "release"
-        build_artifacts(spec, build_dir, weights=weights, labels=labels, name=model, seed=seed, reporter=reporter)
+        build_artifacts(
+            spec,
+            build_dir,
+            weights=weights,
+            labels=labels,
+            name=model,
+            output_stride=output_stride,
+            seed=seed,
+            reporter=reporter,
+        )
         with reporter.phase("archive"):
             stage_release(build_dir)
         with reporter.phase("publish"):

@@ -60,7 +60,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from ..errors import HubError, first_line, one_line
 from ..hashing import sha256_file
 from ..publish.card import RANDOM_WEIGHTS_BANNER
-from ..publish.tasks import describe_output, has_savedmodel
+from ..publish.tasks import FEATURE_MAPS, describe_output, has_savedmodel
 from .hub import Handle
 from .local import HUB_ENV, LocalHub
 
@@ -271,9 +271,13 @@ def _keras_snippet(handle: Handle, url: str, sha256: str) -> str:
     return "\n".join(lines)
 
 
-def _tf_hub_snippet(url: str) -> str:
-    """tf_keras loading the SavedModel through tensorflow_hub (the handle URL, not a file)."""
-    return f'import tensorflow_hub as hub\nlayer = hub.KerasLayer("{url}", trainable=True)'
+def _tf_hub_snippet(url: str, task: str) -> str:
+    """tf_keras loading the SavedModel through tensorflow_hub (the handle URL, not a file); for
+    feature maps, how to take the levels a neck wants from its dict."""
+    snippet = f'import tensorflow_hub as hub\nlayer = hub.KerasLayer("{url}", trainable=True)'
+    if task == FEATURE_MAPS:
+        snippet += '\nmaps = layer(images)  # a dict: maps["stride_8"], maps["stride_16"], maps["stride_32"], ...'
+    return snippet
 
 
 def _code(snippet: str) -> str:
@@ -318,7 +322,7 @@ def _usage(base: str, handle: Handle, entry: dict, kinds: list[FileKind]) -> str
     if _KERAS in kinds:
         parts.append(_code(_keras_snippet(handle, _file_url(base, handle, _KERAS), entry[_KERAS.index_key])))
     if has_savedmodel(handle.task):
-        parts.append(_code(_tf_hub_snippet(f"{base}{handle}")))
+        parts.append(_code(_tf_hub_snippet(f"{base}{handle}", handle.task)))
     parts.append(f"<p>download {_download_links(handle, kinds)}</p>")
     return "".join(parts)
 
@@ -493,6 +497,7 @@ class _Endpoints:
             ("version", str(handle.version)),
             ("input", _input_fact(meta)),
             ("output", _output_fact(meta)),
+            ("output stride", _number(meta.get("output_stride"))),
             ("parameters", _number(meta.get("params"))),
             ("GMACs at 224x224", _number(meta.get("gmacs_224"), digits=2)),
             ("ImageNet top-1 (paper)", _number(meta.get("top1"), "%", 2)),

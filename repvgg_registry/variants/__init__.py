@@ -18,6 +18,7 @@ _LAZY = {
     "build_model": ".builder",
     "build_graph": ".graph",
     "describe_model": ".graph",
+    "feature_maps_of": ".graph",
     "is_repvgg_graph": ".graph",
     "ModelDescription": ".graph",
     "NotARepVGGError": ".graph",

@@ -29,7 +29,13 @@ part                layer                                   when
 ``relu``            ``ReLU``                                every block: the block's output
 ==================  ======================================  ========================================
 
-After the last block: ``pool`` (``GlobalAveragePooling2D``, the feature vector) and, with a head,
+Below output stride 32 (:meth:`VariantSpec.layers`) a dilated block's 3x3 convs carry
+``dilation_rate`` d and run ``same`` at stride 1: Keras then pads d on every side, which is
+PyTorch's ``padding=d``. The 1x1 branch and the identity are not dilated (a 1x1 has no taps to
+spread), so the fused kernel is the same and only its dilation follows.
+
+A feature-maps model (``feature_maps``) ends at the deepest map asked for and outputs each map's
+``relu``. After the last block: ``pool`` (``GlobalAveragePooling2D``, the feature vector) and, with a head,
 ``head`` (``Dense``, the logits). With ``include_preprocessing`` the first layer is ``normalize``
 (``Normalization`` with the ImageNet mean and ``variance = std**2``): the model then takes RGB in
 [0, 1], the contract of every artifact, instead of normalised images. Every ``groups`` > 1 is on
@@ -121,6 +127,7 @@ def _conv(
     *,
     strides: int = 1,
     padding: str = "valid",
+    dilation: int = 1,
     groups: int = 1,
     use_bias: bool = False,
     activation: str | None = None,
@@ -143,6 +150,7 @@ def _conv(
             kernel,
             strides=strides,
             padding=padding,
+            dilation_rate=dilation,
             groups=groups,
             use_bias=use_bias,
             activation=activation,
@@ -206,6 +214,7 @@ def block_layers(plan: LayerPlan, form: str, block_input: str | None) -> list[La
             3,
             strides=s,
             padding=padding,
+            dilation=plan.dilation,
             groups=g,
             use_bias=True,
             init_scale=2.0 * gain**2,
@@ -214,7 +223,9 @@ def block_layers(plan: LayerPlan, form: str, block_input: str | None) -> list[La
         last = conv.name
     else:
         gamma, identity_gamma = branch_gammas(plan)
-        kxk = _conv(n("conv_kxk"), padded, plan.in_channels, c, 3, strides=s, padding=padding, groups=g)
+        kxk = _conv(
+            n("conv_kxk"), padded, plan.in_channels, c, 3, strides=s, padding=padding, dilation=plan.dilation, groups=g
+        )
         defs += [kxk, _bn(n("bn_kxk"), c, kxk.name, gamma)]
         one_in = block_input
         if s == 2:
@@ -259,14 +270,25 @@ def normalize_layer() -> LayerDef:
 
 
 def model_layers(
-    spec: VariantSpec, form: str, *, include_top: bool, num_classes: int, include_preprocessing: bool = False
+    spec: VariantSpec,
+    form: str,
+    *,
+    include_top: bool,
+    num_classes: int,
+    include_preprocessing: bool = False,
+    feature_maps: tuple[str, ...] = (),
+    output_stride: int = 32,
 ) -> list[LayerDef]:
-    """Every layer of ``spec`` in ``form``, in the order the builder creates them."""
+    """Every layer of ``spec`` in ``form``, in the order the builder creates them. With
+    ``feature_maps`` (keys of :meth:`VariantSpec.feature_levels`) the network stops at the deepest
+    of those maps: no pool, no head (its outputs are :func:`feature_map_layers`)."""
     defs: list[LayerDef] = [normalize_layer()] if include_preprocessing else []
     previous: str | None = NORMALIZE if include_preprocessing else None
-    for plan in spec.layers():
+    for plan in spec.layers(output_stride, feature_maps=feature_maps):
         defs += block_layers(plan, form, previous)
         previous = layer_name(plan.name, OUTPUT_PART)
+    if feature_maps:
+        return defs
     defs.append(_simple(POOL, (previous,), lambda: layers.GlobalAveragePooling2D(name=POOL)))
     if include_top:
 
@@ -279,3 +301,12 @@ def model_layers(
 
         defs.append(LayerDef(HEAD, head, (POOL,), ((spec.num_features, num_classes), (num_classes,))))
     return defs
+
+
+def feature_map_layers(spec: VariantSpec, feature_maps: tuple[str, ...], output_stride: int = 32) -> dict[str, str]:
+    """``{key: layer name}`` of the feature maps asked for: each is a block's ``relu`` (after SE)."""
+    return {
+        level.key: layer_name(level.block, OUTPUT_PART)
+        for level in spec.feature_levels(output_stride)
+        if level.key in feature_maps
+    }

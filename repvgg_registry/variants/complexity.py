@@ -11,7 +11,7 @@ from .table import LayerPlan, VariantSpec
 
 
 def _conv_out(size: int, stride: int) -> int:
-    """Output size of a 3x3 convolution with padding 1."""
+    """Output size of a 3x3 convolution with padding 1 (or dilation d and padding d: the same)."""
     return (size + 2 - 3) // stride + 1
 
 
@@ -46,12 +46,13 @@ def count_params(
     return total + (head_params(spec, num_classes) if include_top else 0)
 
 
-def layer_macs(spec: VariantSpec, height: int = 224, width: int | None = None) -> list[int]:
+def layer_macs(spec: VariantSpec, height: int = 224, width: int | None = None, *, output_stride: int = 32) -> list[int]:
     """Multiply-accumulates of each deploy-form block (conv, and SE where present) for one image,
-    in ``spec.layers()`` order; benchmarks use it to turn per-conv times into GFLOP/s."""
+    in ``spec.layers()`` order; benchmarks use it to turn per-conv times into GFLOP/s. Below
+    ``output_stride`` 32 the dilated stages run on larger maps and cost more."""
     h, w = height, height if width is None else width
     macs = []
-    for plan in spec.layers():
+    for plan in spec.layers(output_stride):
         h, w = _conv_out(h, plan.stride), _conv_out(w, plan.stride)
         macs.append(
             h * w * 9 * (plan.in_channels // plan.groups) * plan.out_channels + 2 * plan.out_channels * plan.se_channels
@@ -66,10 +67,11 @@ def count_macs(
     *,
     include_top: bool = True,
     num_classes: int | None = None,
+    output_stride: int = 32,
 ) -> int:
     """Multiply-accumulates of the deploy form for one image of ``height`` x ``width`` (with a
-    ``num_classes`` head, default the variant's)."""
-    macs = sum(layer_macs(spec, height, width))
+    ``num_classes`` head, default the variant's) at ``output_stride``."""
+    macs = sum(layer_macs(spec, height, width, output_stride=output_stride))
     if include_top:
         macs += spec.num_features * (spec.num_classes if num_classes is None else num_classes)
     return macs

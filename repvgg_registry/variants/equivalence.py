@@ -138,8 +138,8 @@ def randomize_batchnorm(
     and 0.05-0.2 on the conv branches, like a trained residual network, and beta is random: every
     term of the fold matters while a block's gain stays near 1.
     """
-    spec, form, _, _ = describe_model(model)
-    if form != "train":
+    info = describe_model(model)
+    if info.form != "train":
         raise NotARepVGGError(f"randomize_batchnorm() takes a train-form model; {model.name!r} is in deploy form")
     rng = np.random.default_rng(seed)
     if images is None:
@@ -166,7 +166,7 @@ def randomize_batchnorm(
 
     x = keras.ops.convert_to_tensor(images)
     block_input = model.inputs[0]
-    for plan in spec.layers():
+    for plan in info.plans():
 
         def get(part, plan=plan):
             return model.get_layer(layer_name(plan.name, part))

@@ -48,21 +48,24 @@ def fuse_block(model: keras.Model, plan: LayerPlan) -> tuple[np.ndarray, np.ndar
 
 def fuse(train_model: keras.Model, *, name: str | None = None) -> keras.Model:
     """The deploy-form twin of a train-form model: same input shape, same head (or none), the
-    same outputs in inference mode, one biased 3x3 conv per block (and the ``normalize`` layer
-    first if the train form has it)."""
-    spec, form, include_top, num_classes = describe_model(train_model)
-    if form != "train":
+    same outputs in inference mode (the same feature maps, at the same output stride), one biased
+    3x3 conv per block (and the ``normalize`` layer first if the train form has it)."""
+    info = describe_model(train_model)
+    if info.form != "train":
         raise NotARepVGGError(f"fuse() takes a train-form model; {train_model.name!r} is already in deploy form")
+    include_top = info.include_top
     deploy = build_graph(
-        spec,
+        info.spec,
         "deploy",
         include_top=include_top,
-        num_classes=num_classes,
+        num_classes=info.num_classes,
         input_shape=tuple(train_model.inputs[0].shape[1:]),
         include_preprocessing=has_preprocessing(train_model),
+        feature_maps=info.feature_maps or False,
+        output_stride=info.output_stride,
         name=name,
     )
-    for plan in spec.layers():
+    for plan in info.plans():
         kernel, bias = fuse_block(train_model, plan)
         deploy.get_layer(layer_name(plan.name, "reparam_conv")).set_weights(
             [kernel.astype(np.float32), bias.astype(np.float32)]

@@ -9,14 +9,15 @@ fresh from :func:`build_graph`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import keras
 
 from .. import errors
 from ..errors import NotARepVGGError
-from .blocks import HEAD, NORMALIZE, LayerDef, layer_name, model_layers
-from .table import VARIANTS, VariantSpec, get_variant
+from .blocks import HEAD, NORMALIZE, POOL, LayerDef, feature_map_layers, layer_name, model_layers
+from .table import VARIANTS, LayerPlan, VariantSpec, check_feature_keys, check_output_stride, get_variant
 
 FORMS = ("train", "deploy")
 
@@ -29,12 +30,19 @@ _COMMUTATIVE = (keras.layers.Add, keras.layers.Multiply)
 
 
 class ModelDescription(NamedTuple):
-    """What a RepVGG graph is: ``spec, form, include_top, num_classes = describe_model(model)``."""
+    """What a RepVGG graph is: its variant, form, head, and for a feature-maps model the keys of
+    its maps; read the fields by name."""
 
     spec: VariantSpec
     form: str
     include_top: bool
     num_classes: int | None  # None without a head
+    feature_maps: tuple[str, ...] = ()  # the keys of its maps; () for a pooled or classifying model
+    output_stride: int = 32
+
+    def plans(self) -> list[LayerPlan]:
+        """The blocks the model holds (a feature-maps model stops at its deepest map)."""
+        return self.spec.layers(self.output_stride, feature_maps=self.feature_maps)
 
 
 def build_graph(
@@ -45,14 +53,23 @@ def build_graph(
     num_classes: int | None = None,
     input_shape: tuple = (None, None, 3),
     include_preprocessing: bool = False,
+    feature_maps: bool | Sequence[str] = False,
+    output_stride: int = 32,
     name: str | None = None,
 ) -> keras.Model:
     """The functional model of ``spec`` in ``form``, randomly initialised (see :mod:`.blocks`).
 
     With ``include_preprocessing`` the first layer normalises RGB in [0, 1] with the ImageNet
     statistics (layer ``normalize``), as every published artifact does; without it the model takes
-    normalised images, as timm's and the official checkpoints' networks do."""
+    normalised images, as timm's and the official checkpoints' networks do.
+
+    ``feature_maps=True`` gives a backbone for dense prediction (timm's ``features_only``): no pool
+    and no head, the output a dict ``{"stride_2": ..., "stride_32": ...}`` of the stem's and each
+    stage's output (NHWC); a list of those keys keeps only them. ``output_stride`` 16 or 8 runs the
+    last stage, or the last two, at stride 1 with dilation, as timm's ``output_stride`` does."""
     spec = get_variant(spec)
+    output_stride = check_output_stride(output_stride)
+    keys = check_feature_keys(feature_maps) if feature_maps is not False else ()
     if form not in FORMS:
         raise errors.UsageError("form", form, "must be 'train' or 'deploy'")
     classes = spec.num_classes if num_classes is None else num_classes
@@ -66,12 +83,23 @@ def build_graph(
     inputs = keras.Input(shape=input_shape, name="images")
     tensors = {None: inputs}
     defs = model_layers(
-        spec, form, include_top=include_top, num_classes=classes, include_preprocessing=include_preprocessing
+        spec,
+        form,
+        include_top=include_top,
+        num_classes=classes,
+        include_preprocessing=include_preprocessing,
+        feature_maps=keys,
+        output_stride=output_stride,
     )
     for d in defs:
         args = [tensors[i] for i in d.inputs]
         tensors[d.name] = d.make()(args if len(args) > 1 else args[0])
-    return keras.Model(inputs, tensors[d.name], name=name or f"repvgg_{spec.hub_name}_{form}")
+    outputs = (
+        {key: tensors[layer] for key, layer in feature_map_layers(spec, keys, output_stride).items()}
+        if keys
+        else tensors[d.name]
+    )
+    return keras.Model(inputs, outputs, name=name or f"repvgg_{spec.hub_name}_{form}")
 
 
 def _plain(value):
@@ -106,7 +134,9 @@ def _show(names) -> str:
     return "[" + ", ".join("the model input" if n is None else repr(n) for n in names) + "]"
 
 
-def _first_misfit(model: keras.Model, by_name: dict, defs: list[LayerDef]) -> tuple[int, str | None, str | None]:
+def _first_misfit(
+    model: keras.Model, by_name: dict, defs: list[LayerDef], outputs: list[str]
+) -> tuple[int, str | None, str | None]:
     """(index in ``defs`` of the first layer that ``model`` does not match, the problem, that layer's name)."""
     for index, d in enumerate(defs):
         layer = by_name.get(d.name)
@@ -135,9 +165,9 @@ def _first_misfit(model: keras.Model, by_name: dict, defs: list[LayerDef]) -> tu
     for layer in model.layers:
         if not isinstance(layer, keras.layers.InputLayer) and layer.name not in names:
             return len(defs), f"layer '{layer.name}' is not part of the graph", layer.name
-    outputs = [_source(t) for t in model.outputs]
-    if outputs != [defs[-1].name]:
-        return len(defs), f"its outputs come from {_show(outputs)}, expected ['{defs[-1].name}']", None
+    have = sorted(_source(t) for t in model.outputs)
+    if have != sorted(outputs):
+        return len(defs), f"its outputs come from {_show(have)}, expected {_show(sorted(outputs))}", None
     if len(model.inputs) != 1:
         return len(defs), f"it has {len(model.inputs)} inputs, expected 1", None
     return len(defs), None, None
@@ -168,24 +198,61 @@ def describe_model(model: keras.Model) -> ModelDescription:
     head = by_name.get(HEAD)
     include_top = head is not None
     num_classes = int(head.units) if isinstance(head, keras.layers.Dense) else None
+    output_stride = _output_stride(by_name)
     best: tuple[int, VariantSpec, str, str | None] | None = None
     for spec in VARIANTS:
+        keys = _feature_keys(model, spec, output_stride) if POOL not in by_name else ()
         defs = model_layers(
             spec,
             form,
             include_top=include_top,
             num_classes=num_classes or spec.num_classes,
             include_preprocessing=NORMALIZE in by_name,
+            feature_maps=keys,
+            output_stride=output_stride,
         )
-        index, problem, culprit = _first_misfit(model, by_name, defs)
+        outputs = list(feature_map_layers(spec, keys, output_stride).values()) if keys else [defs[-1].name]
+        index, problem, culprit = _first_misfit(model, by_name, defs, outputs)
         if problem is None:
-            return ModelDescription(spec, form, include_top, num_classes)
+            return ModelDescription(spec, form, include_top, num_classes, keys, output_stride)
         if best is None or index > best[0]:
             best = (index, spec, problem, culprit)
     _, spec, problem, culprit = best
     raise NotARepVGGError(
         f"{label} is not a RepVGG graph: {problem} (closest: {spec.display_name}, {form} form)", layer=culprit
     )
+
+
+def _output_stride(by_name: dict) -> int:
+    """Read from the graph: a stage that strides pads first (``stageN_block0.pad``)."""
+    if layer_name("stage4_block0", "pad") in by_name:
+        return 32
+    return 16 if layer_name("stage3_block0", "pad") in by_name else 8
+
+
+def _feature_keys(model: keras.Model, spec: VariantSpec, output_stride: int) -> tuple[str, ...]:
+    """The feature-map keys whose layers a model without ``pool`` outputs (all five if it outputs
+    none of them, so that the mismatch is reported against the full backbone)."""
+    by_layer = {layer: key for key, layer in feature_map_layers(spec, check_feature_keys(True), output_stride).items()}
+    outputs = {_source(t) for t in model.outputs}
+    keys = tuple(key for layer, key in by_layer.items() if layer in outputs)
+    return keys or check_feature_keys(True)
+
+
+def feature_maps_of(
+    model: keras.Model, feature_maps: bool | Sequence[str] = True, *, name: str | None = None
+) -> keras.Model:
+    """The feature maps of a RepVGG graph (a classifier, a pooled backbone, either form) as a model
+    that shares its layers and weights: the output is ``{"stride_2": ..., "stride_32": ...}`` (or
+    the keys asked for), like ``build_graph(..., feature_maps=...)``. Training one trains the other."""
+    info = describe_model(model)
+    keys = check_feature_keys(feature_maps)
+    missing = [k for k in keys if info.feature_maps and k not in info.feature_maps]
+    if missing:
+        raise errors.UsageError("feature_maps", list(keys), f"the model has no map {missing[0]!r}")
+    layers = feature_map_layers(info.spec, keys, info.output_stride)
+    outputs = {key: model.get_layer(layer).output for key, layer in layers.items()}
+    return keras.Model(model.inputs[0], outputs, name=name or f"{model.name}_feature_maps")
 
 
 def has_preprocessing(model: keras.Model) -> bool:
@@ -209,6 +276,7 @@ __all__ = [
     "NotARepVGGError",
     "build_graph",
     "describe_model",
+    "feature_maps_of",
     "has_preprocessing",
     "is_repvgg_graph",
 ]

@@ -12,7 +12,7 @@ import difflib
 import re
 from dataclasses import dataclass, field
 
-from ..errors import UnknownVariantError
+from ..errors import UnknownVariantError, UsageError
 
 #: Layers (global index, stem = 0) that the official code groups in the g2/g4 variants.
 #: They are the even-indexed layers 2..26: always stride-1 blocks with in == out.
@@ -23,6 +23,43 @@ OFFICIAL_RELEASE_URL = "https://github.com/DingXiaoH/RepVGG#imagenet-pretrained-
 
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+#: The network's output strides: 32 is the plain network; 16 runs the last stage at stride 1, 8 the
+#: last two, dilated as timm's ``output_stride`` does (see :meth:`VariantSpec.layers`).
+OUTPUT_STRIDES: tuple[int, ...] = (32, 16, 8)
+#: The nominal strides of the five feature maps: the stem and the four stages.
+FEATURE_STRIDES: tuple[int, ...] = (2, 4, 8, 16, 32)
+
+
+def feature_key(stride: int) -> str:
+    """``stride_8``: the key of a feature map, named by its nominal stride (at any output stride)."""
+    return f"stride_{stride}"
+
+
+FEATURE_KEYS: tuple[str, ...] = tuple(feature_key(s) for s in FEATURE_STRIDES)
+
+
+def check_output_stride(output_stride: int, option: str = "output_stride") -> int:
+    """``output_stride`` if it is one of :data:`OUTPUT_STRIDES`, else a UsageError naming them
+    (``option``: how the caller spells it, ``--output-stride`` on the command line)."""
+    if isinstance(output_stride, bool) or output_stride not in OUTPUT_STRIDES:
+        raise UsageError(option, output_stride, "use 32, 16 or 8 (16 and 8 dilate the last stages, as timm does)")
+    return int(output_stride)
+
+
+def check_feature_keys(keys) -> tuple[str, ...]:
+    """The feature-map keys asked for, in network order; a ValueError naming the valid keys for
+    anything else (``True`` asks for all five)."""
+    if keys is True:
+        return FEATURE_KEYS
+    asked = [keys] if isinstance(keys, str) else list(keys)
+    unknown = [k for k in asked if k not in FEATURE_KEYS]
+    if unknown or not asked:
+        found = f"no such feature map {unknown[0]!r}" if unknown else "no feature map asked for"
+        raise UsageError(
+            "feature_maps", keys, f"{found}; the valid keys are {', '.join(FEATURE_KEYS)} (or True for all)"
+        )
+    return tuple(k for k in FEATURE_KEYS if k in asked)
 
 
 @dataclass(frozen=True)
@@ -37,6 +74,7 @@ class LayerPlan:
     stride: int
     groups: int
     se_channels: int  # 0 = no squeeze-excitation
+    dilation: int = 1  # of the 3x3 conv (padding = dilation on every side); > 1 only below output stride 32
 
     @property
     def has_identity(self) -> bool:
@@ -47,6 +85,22 @@ class LayerPlan:
     def name(self) -> str:
         """Stable Keras layer name that weight import relies on."""
         return "stem" if self.stage == 0 else f"stage{self.stage}_block{self.block}"
+
+
+@dataclass(frozen=True)
+class FeatureLevel:
+    """One feature map: its key (``stride_8``), the block whose output it is, its real stride
+    (``stride_8`` is at stride 8 at every output stride; ``stride_32`` at 16 or 8 below 32), its
+    channels, and that block's index (the network up to it computes the map)."""
+
+    key: str
+    block: str
+    stride: int
+    channels: int
+    index: int
+
+    def to_dict(self) -> dict:
+        return {"key": self.key, "stride": self.stride, "channels": self.channels}
 
 
 @dataclass(frozen=True)
@@ -98,24 +152,60 @@ class VariantSpec:
     def display_name(self) -> str:
         return f"RepVGG-{self.name}"
 
-    def layers(self) -> list[LayerPlan]:
-        """The blocks in order: stem, then each stage whose first block has stride 2."""
+    def layers(self, output_stride: int = 32, *, feature_maps: tuple[str, ...] = ()) -> list[LayerPlan]:
+        """The blocks in order: stem, then each stage whose first block has stride 2; with
+        ``feature_maps`` (keys of :meth:`feature_levels`) only up to the deepest of those maps.
+
+        Below ``output_stride`` 32 the stages that would pass it run at stride 1, dilated by timm's
+        rule (``byobnet.create_byob_stages``): such a stage multiplies the dilation by the stride it
+        gives up; its first block keeps the previous dilation (1 while the dilation is at most 2,
+        else 2), the following blocks take the new one. At 16 that leaves stage 4 (one block)
+        undilated at stride 1; at 8 stage 3 runs with dilations 1, 2, 2, ... and stage 4 with 2.
+        """
+        check_output_stride(output_stride)
         widths = self.widths
-        plans = [self._plan(0, 0, 0, 3, widths[0], 2)]
+        plans = [self._plan(0, 0, 0, 3, widths[0], 2, 1)]
         in_ch = widths[0]
-        index = 1
+        index, net_stride, dilation = 1, 2, 1
         for stage, depth in enumerate(self.blocks, start=1):
+            stride = 2
+            if net_stride >= output_stride:
+                dilation, stride = dilation * stride, 1
+            net_stride *= stride
+            block_dilation = 1 if dilation in (1, 2) else 2
             for block in range(depth):
-                stride = 2 if block == 0 else 1
-                plans.append(self._plan(index, stage, block, in_ch, widths[stage], stride))
-                in_ch = widths[stage]
+                plans.append(
+                    self._plan(index, stage, block, in_ch, widths[stage], stride if block == 0 else 1, block_dilation)
+                )
+                in_ch, block_dilation = widths[stage], dilation
                 index += 1
+        if feature_maps:
+            deepest = max(level.index for level in self._levels(plans) if level.key in feature_maps)
+            plans = plans[: deepest + 1]
         return plans
 
-    def _plan(self, index: int, stage: int, block: int, cin: int, cout: int, stride: int) -> LayerPlan:
+    def _plan(self, index: int, stage: int, block: int, cin: int, cout: int, stride: int, dilation: int) -> LayerPlan:
         groups = self.groups if index in self.grouped_layers else 1
         se = int(round(cout * self.se_ratio)) if self.has_se else 0
-        return LayerPlan(index, stage, block, cin, cout, stride, groups, se)
+        return LayerPlan(index, stage, block, cin, cout, stride, groups, se, dilation)
+
+    def feature_levels(self, output_stride: int = 32) -> list[FeatureLevel]:
+        """The five feature maps at ``output_stride``: the output of the stem and of each stage's
+        last block, keyed by nominal stride, with the stride they really have."""
+        return self._levels(self.layers(output_stride))
+
+    def _levels(self, plans: list[LayerPlan]) -> list[FeatureLevel]:
+        first: dict[int, LayerPlan] = {}
+        last: dict[int, LayerPlan] = {}
+        for plan in plans:
+            first.setdefault(plan.stage, plan)
+            last[plan.stage] = plan
+        levels, stride = [], 1
+        for stage, nominal in enumerate(FEATURE_STRIDES):
+            stride *= first[stage].stride
+            end = last[stage]
+            levels.append(FeatureLevel(feature_key(nominal), end.name, stride, self.widths[stage], end.index))
+        return levels
 
 
 _B_BLOCKS = (4, 6, 16, 1)

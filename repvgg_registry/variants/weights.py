@@ -117,7 +117,8 @@ def _block_assignments(ckpt: Checkpoint, plan: LayerPlan, form: str) -> dict[str
 def load_checkpoint(model: keras.Model, ckpt: Checkpoint, description: ModelDescription | None = None) -> None:
     """Assign a checkpoint to a RepVGG graph (``description``: its ``describe_model``), after
     validating it: nothing is assigned unless everything fits."""
-    spec, form, include_top, num_classes = description or describe_model(model)
+    description = description or describe_model(model)
+    spec, form, include_top, num_classes = description[:4]
     if ckpt.form == "deploy" and form == "train":
         raise WeightsError(
             f"{ckpt.source} is a deploy-form (fused) checkpoint; it cannot fill the train form's branches: "
@@ -125,7 +126,7 @@ def load_checkpoint(model: keras.Model, ckpt: Checkpoint, description: ModelDesc
         )
     validate(ckpt, spec, include_top=include_top, num_classes=num_classes)
     assignments: dict[str, list[np.ndarray]] = {}
-    for plan in spec.layers():
+    for plan in description.plans():
         assignments.update(_block_assignments(ckpt, plan, form))
     if include_top:
         assignments[HEAD] = [ckpt.tensors["head.fc.weight"].T, ckpt.tensors["head.fc.bias"]]
@@ -167,7 +168,7 @@ def read_keras_model(path: str | os.PathLike) -> keras.Model:
 def inspect_keras(path: str | os.PathLike) -> CheckpointFacts:
     """``inspect-weights`` for a ``.keras`` file: what :func:`read_keras_model` recognises in it."""
     model = read_keras_model(path)
-    spec, form, include_top, num_classes = describe_model(model)
+    spec, form, include_top, num_classes = describe_model(model)[:4]
     return CheckpointFacts(
         path=str(path),
         sha256=sha256_file(path),
@@ -285,10 +286,18 @@ class WeightsSource:
             )
         return found
 
-    def build(self, *, include_preprocessing: bool = False, name: str | None = None) -> keras.Model:
-        """An empty graph of this source's variant, form and head."""
+    def build(
+        self, *, include_preprocessing: bool = False, output_stride: int = 32, name: str | None = None
+    ) -> keras.Model:
+        """An empty graph of this source's variant, form and head (at ``output_stride``: the same
+        weights, the last stages dilated)."""
         return build_graph(
-            self.spec, self.form, num_classes=self.num_classes, include_preprocessing=include_preprocessing, name=name
+            self.spec,
+            self.form,
+            num_classes=self.num_classes,
+            include_preprocessing=include_preprocessing,
+            output_stride=output_stride,
+            name=name,
         )
 
     def fill(self, model: keras.Model) -> LoadedWeights | None:
