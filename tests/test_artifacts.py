@@ -27,11 +27,13 @@ from repvgg_registry.hashing import sha256_file as sha256_of
 from repvgg_registry.publish import build as build_mod
 from repvgg_registry.publish.build import FORMAT_RTOL, BuildError, build_artifacts
 from repvgg_registry.publish.frozen import freeze_serving
-from repvgg_registry.variants import build_model, count_params, get_variant
+from repvgg_registry.variants import build_model, count_params, feature_maps_of, get_variant
 from repvgg_registry.variants.equivalence import compare_outputs, sample_images
 from repvgg_registry.variants.fusion import fuse
 
 SIZES = [(160, 160), (224, 224), (256, 256), (192, 256)]
+STRIDES = (2, 4, 8, 16, 32)
+A0_WIDTHS = (48, 48, 96, 192, 1280)
 MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 STD = np.array([0.229, 0.224, 0.225], np.float32)
 
@@ -66,7 +68,7 @@ def _ours(deploy, images, features=False):
 
 
 def test_layout_metadata_labels_and_card(built, a0_checkpoint):
-    for task in ("feature_vector", "classification"):
+    for task in ("feature_vector", "classification", "feature_maps"):
         folder = built.out_dir / task
         assert (folder / "saved_model.pb").is_file() and (folder / "variables").is_dir()
         meta = json.loads((folder / "metadata.json").read_text())
@@ -76,7 +78,8 @@ def test_layout_metadata_labels_and_card(built, a0_checkpoint):
         assert meta["input"]["default_size"] == 224 and meta["input"]["crop_pct"] == 0.875
         assert meta["input"]["normalization"]["std"] == [0.229, 0.224, 0.225]
         assert meta["weights"]["sha256"] == sha256_of(a0_checkpoint) and meta["weights"]["scheme"] == "timm"
-        assert 0 <= meta["fusion"]["max_abs_diff"] < 1e-3
+        assert 0 <= meta["fusion"]["max_abs_diff"] < (1e-2 if task == "feature_maps" else 1e-3)  # maps are large
+        assert meta["output_stride"] == 32
         assert meta["tool"]["tensorflow"] == tf.__version__ and meta["tool"]["keras"] == keras.__version__
         card = (folder / "README.md").read_text()
         assert "library_name: tf-keras" in card and "hub.KerasLayer" in card and "TFSMLayer" in card
@@ -94,6 +97,19 @@ def test_layout_metadata_labels_and_card(built, a0_checkpoint):
     assert len(labels) == 1000 and labels[0] == "tench" and labels[999] == "toilet tissue"
     fv = json.loads((built.out_dir / "feature_vector" / "metadata.json").read_text())
     assert fv["output"] == {"name": "feature_vector", "num_features": 1280}
+    maps = json.loads((built.out_dir / "feature_maps" / "metadata.json").read_text())
+    assert maps["output"] == {
+        "name": "feature_maps",
+        "maps": [{"key": f"stride_{s}", "stride": s, "channels": c} for s, c in zip(STRIDES, A0_WIDTHS, strict=True)],
+        "output_stride": 32,
+        "layout": "NHWC",
+    }
+    assert maps["params"] == fv["params"] and maps["signature"]["serving_default"]["outputs"] == [
+        f"stride_{s}" for s in STRIDES
+    ]
+    card = (built.out_dir / "feature_maps" / "README.md").read_text()
+    assert "`stride_8`: float32 `[batch, ceil(height/8), ceil(width/8), 96]` (stride 8)" in card
+    assert 'maps = hub.KerasLayer("path/to/this/folder", trainable=True)(images)' in card
 
 
 def test_weights_are_stored_once(built):
@@ -176,6 +192,14 @@ def test_hub_keraslayer_in_tf_keras_equals_our_deploy_model(built, deploy, heigh
         got = model.predict(images, verbose=0)
         expected = _ours(deploy, images, features=features)
         assert np.abs(got - expected).max() <= 1e-5 * max(1.0, np.abs(expected).max()), (task, height, width)
+    maps = hub.KerasLayer(str(built.out_dir / "feature_maps"))(images)
+    expected_maps = feature_maps_of(deploy)((images - MEAN) / STD)
+    assert sorted(maps) == sorted(expected_maps)
+    for key, expected in expected_maps.items():
+        expected = np.asarray(expected)
+        got = maps[key].numpy()
+        assert got.shape == expected.shape, (key, got.shape, expected.shape)
+        assert np.abs(got - expected).max() <= 1e-5 * max(1.0, np.abs(expected).max()), (key, height, width)
 
 
 def test_hub_keraslayer_fine_tunes(built):
@@ -299,24 +323,17 @@ print("keras user ok")
 )
 
 
-def test_build_writes_three_portable_keras_files(built):
-    assert sorted(p.name for p in built.out_dir.glob("*.keras")) == [
-        "classification.keras",
-        "feature_vector.keras",
-        "train.keras",
-    ]
-    assert built.keras_files == {t: built.out_dir / f"{t}.keras" for t in ("feature_vector", "classification", "train")}
+def test_build_writes_four_portable_keras_files(built):
+    tasks = ("feature_vector", "classification", "feature_maps", "train")
+    assert sorted(p.name for p in built.out_dir.glob("*.keras")) == sorted(f"{t}.keras" for t in tasks)
+    assert built.keras_files == {t: built.out_dir / f"{t}.keras" for t in tasks}
     for path in built.keras_files.values():
         objects = config_objects(path)
         assert_only_keras_classes(objects, path.name)
         assert {o["class_name"] for o in objects if o.get("module") == "keras.layers"} <= KERAS_LAYERS
         assert objects[0]["config"]["layers"][1]["class_name"] == "Normalization", "preprocessing comes first"
     rows = built.to_dict()["artifact_rows"]
-    assert [r["path"].rsplit("/", 1)[-1] for r in rows][-3:] == [
-        "feature_vector.keras",
-        "classification.keras",
-        "train.keras",
-    ]
+    assert [r["path"].rsplit("/", 1)[-1] for r in rows][-4:] == [f"{t}.keras" for t in tasks]
     assert rows[-1]["params"] == count_params(get_variant("A0"), "train", include_top=True)
 
 

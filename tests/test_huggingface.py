@@ -68,7 +68,7 @@ def test_two_versions_are_two_tagged_commits(standin, release, tmp_path):
     hf = _hf(url, "org1")
     first = hf.publish_staged("a0", _copy(release, tmp_path / "1"))
     second = hf.publish_staged("a0", _copy(release, tmp_path / "2"))
-    assert [v.handle.version for v in first] == [1, 1, 1] and [v.handle.version for v in second] == [2, 2, 2]
+    assert [v.handle.version for v in first] == [1] * 4 and [v.handle.version for v in second] == [2] * 4
     assert [v.handle.task for v in first] == list(RELEASE_TASKS)
     repo = state.repos["org1/repvgg-a0"]
     assert set(repo.tags) == {"v1", "v2"} and repo.tags["v2"] == repo.branches["main"]
@@ -91,14 +91,7 @@ def test_two_versions_are_two_tagged_commits(standin, release, tmp_path):
     # each commit named its parent, so a concurrent publisher could not interleave
     assert all(h.get("parentCommit") for h in state.commit_headers[-2:])
     rows = [(str(v.handle), v.weights_source) for v in hf.versions("A0")]
-    assert rows == [
-        ("repvgg/a0/feature_vector/1", "random"),
-        ("repvgg/a0/classification/1", "random"),
-        ("repvgg/a0/train/1", "random"),
-        ("repvgg/a0/feature_vector/2", "random"),
-        ("repvgg/a0/classification/2", "random"),
-        ("repvgg/a0/train/2", "random"),
-    ]
+    assert rows == [(f"repvgg/a0/{task}/{n}", "random") for n in (1, 2) for task in RELEASE_TASKS]
 
 
 def test_existing_tag_is_refused_and_never_moved(standin, release, tmp_path):
@@ -223,11 +216,7 @@ def test_cli_publish_and_versions_over_hf_endpoint(standin, tmp_path):
     env = {"HF_ENDPOINT": url, "HF_TOKEN": "hf_test_token", "HF_HOME": str(tmp_path / "hf-home")}
     proc = _cli(["publish", "A0", "--weights", "random", "--hub", "hf://cli-org", "--json"], env)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert json.loads(proc.stdout)[0]["handles"] == [
-        "repvgg/a0/feature_vector/1",
-        "repvgg/a0/classification/1",
-        "repvgg/a0/train/1",
-    ]
+    assert json.loads(proc.stdout)[0]["handles"] == [f"repvgg/a0/{task}/1" for task in RELEASE_TASKS]
     listing = _cli(["versions", "A0", "--hub", "hf://cli-org", "--json"], env)
     assert listing.returncode == 0, listing.stderr[-2000:]
     assert {row["version"] for row in json.loads(listing.stdout)} == {1}
@@ -391,13 +380,15 @@ def test_artifact_files_of_a_savedmodel_handle_has_every_role(standin, release, 
 
 
 def test_a_version_from_before_keras_files_has_no_train_handle(standin, release, tmp_path):
-    """An older release (SavedModels only) at tag v1 next to a current one at v2: versions skips
-    train for v1 instead of failing, and asking for its train handle is "not published"."""
+    """An older release (the two SavedModels only: no .keras files, no feature maps) at tag v1 next
+    to a current one at v2: versions skips train and feature_maps for v1 instead of failing, and
+    asking for its train handle is "not published"."""
     state, url = standin
     hf = _hf(url, "org14")
     hf.publish_staged("a0", _copy(release, tmp_path / "s"))
     api = huggingface_hub.HfApi(endpoint=url, token="hf_test_token")
     old = [f"{task}.keras" for task in RELEASE_TASKS] + ["train.manifest.json"]
+    old += ["feature_maps/", "feature_maps.tar.gz", "feature_maps.manifest.json"]
     commit = api.create_commit(
         "org14/repvgg-a0",
         operations=[huggingface_hub.CommitOperationDelete(path) for path in old],
@@ -411,10 +402,13 @@ def test_a_version_from_before_keras_files_has_no_train_handle(standin, release,
         "repvgg/a0/classification/1",
         "repvgg/a0/feature_vector/2",
         "repvgg/a0/classification/2",
+        "repvgg/a0/feature_maps/2",
         "repvgg/a0/train/2",
     ]
     with pytest.raises(NotPublishedError, match="published before .keras files"):
         hf.artifact_files(Handle.parse("repvgg/a0/train/1"))
+    with pytest.raises(NotPublishedError, match="published before feature maps existed"):
+        hf.artifact_files(Handle.parse("repvgg/a0/feature_maps/1"))
 
 
 def test_a_staged_release_without_train_keras_is_refused_before_the_hub(standin, release, tmp_path):

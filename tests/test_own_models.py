@@ -71,6 +71,7 @@ def test_a_10_class_checkpoint_publishes_under_its_own_name_with_its_labels(timm
     hub_ = LocalHub(root)
     assert [str(v.handle) for v in hub_.versions("digits-a0")] == [
         "repvgg/digits-a0/classification/1",
+        "repvgg/digits-a0/feature_maps/1",
         "repvgg/digits-a0/feature_vector/1",
         "repvgg/digits-a0/train/1",
     ]
@@ -136,7 +137,11 @@ def test_deploy_form_checkpoints_publish_without_a_train_form(source, tmp_path):
     root = tmp_path / "hub"
     result = runner.invoke(app, ["publish", "A0", "--weights", str(path), "--hub", str(root)])
     assert result.exit_code == 0, result.output
-    assert [v.handle.task for v in LocalHub(root).versions("a0")] == ["classification", "feature_vector"]
+    assert [v.handle.task for v in LocalHub(root).versions("a0")] == [
+        "classification",
+        "feature_maps",
+        "feature_vector",
+    ]
     assert not (root / "repvgg/a0/train").exists()
     images = _images(2, 80, 112, seed=2)
     expected = ref.logits(fused, (images - MEAN) / STD)

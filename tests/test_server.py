@@ -55,6 +55,11 @@ LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00 127\.0\.0\.1:\
 OUTPUTS = {
     "feature_vector": {"name": "feature_vector", "num_features": 1280},
     "classification": {"name": "logits", "num_classes": 1000, "background_class": False},
+    "feature_maps": {
+        "name": "feature_maps",
+        "maps": [{"key": f"stride_{s}", "stride": s, "channels": c} for s, c in ((2, 48), (4, 48), (32, 1280))],
+        "output_stride": 32,
+    },
 }
 
 
@@ -76,7 +81,7 @@ def _tiny_savedmodel(folder: Path, scale: float) -> None:
 
 def _stage(base: Path, version: int, source: str, payload: int) -> Path:
     staged = base / f"staged-{version}"
-    for task in ("feature_vector", "classification"):
+    for task in TASKS:
         folder = staged / task
         if task == "feature_vector":
             _tiny_savedmodel(folder, float(version))

@@ -30,7 +30,13 @@ GAMMA_IDENTITY = (0.8, 1.2)
 
 
 def timm_model(
-    spec: VariantSpec, calibration: list[np.ndarray], seed: int = 0, perturb: float = 1.0, num_classes: int = 1000
+    spec: VariantSpec,
+    calibration: list[np.ndarray],
+    seed: int = 0,
+    perturb: float = 1.0,
+    num_classes: int = 1000,
+    output_stride: int = 32,
+    variance_floor: float = 0.05,
 ) -> torch.nn.Module:
     """timm's model of ``spec`` (a ByobNet config with groups 2 for the g2 variants timm lacks),
     with random weights and randomised BN statistics, in eval mode.
@@ -40,11 +46,15 @@ def timm_model(
     1e10), so the statistics are set layer after layer in forward order from the NHWC batches the
     test will feed (averaged over them), each variance floored at 5% of the layer's mean
     variance, then perturbed before the next layer sees them: mean shifted by up to
-    ``0.1 * perturb`` standard deviations, variance scaled by ``1 +- 0.2 * perturb``.
+    ``0.1 * perturb`` standard deviations, variance scaled by ``1 +- 0.2 * perturb``. At
+    ``output_stride`` 16 or 8 the statistics are those of the dilated network (its weights are
+    the same and fit any output stride).
     """
     torch.manual_seed(seed)
     if spec.timm_name:
-        model = timm.create_model(spec.timm_name, pretrained=False, num_classes=num_classes)
+        model = timm.create_model(
+            spec.timm_name, pretrained=False, num_classes=num_classes, output_stride=output_stride
+        )
     else:
         a, b = spec.width_multipliers
         cfg = ByoModelCfg(
@@ -64,7 +74,7 @@ def timm_model(
         bn.running_mean.mul_(k / (k + 1)).add_(mean / (k + 1))
         bn.running_var.mul_(k / (k + 1)).add_(var / (k + 1))
         if k == state["last"]:
-            var = torch.clamp(bn.running_var, min=0.05 * float(bn.running_var.mean()) + 1e-6)
+            var = torch.clamp(bn.running_var, min=variance_floor * float(bn.running_var.mean()) + 1e-6)
             shift = (torch.rand(var.shape, generator=gen) * 2 - 1) * 0.1 * perturb * torch.sqrt(var)
             bn.running_mean.add_(shift)
             bn.running_var.copy_(var * (1 + perturb * 0.2 * (torch.rand(var.shape, generator=gen) * 2 - 1)))
@@ -132,3 +142,26 @@ def save_official_pth(model: torch.nn.Module, path: Path, *, wrap: bool = True, 
     }
     torch.save({"state_dict": state} if wrap else state, str(path))
     return path
+
+
+def timm_features(spec: VariantSpec, model: torch.nn.Module, output_stride: int = 32) -> torch.nn.Module:
+    """timm's ``features_only=True`` model of ``spec`` at ``output_stride``, holding ``model``'s
+    weights (a timm model from :func:`timm_model`, at any output stride: dilation adds no weight).
+
+    timm's ``FeatureListNet`` flattens the first module level, so ``stages.0.1.x`` is
+    ``stages_0.1.x`` there; the classifier is not part of it."""
+    features = timm.create_model(spec.timm_name, pretrained=False, features_only=True, output_stride=output_stride)
+    state = {
+        re.sub(r"^stages\.(\d)\.", r"stages_\1.", key): value
+        for key, value in model.state_dict().items()
+        if not key.startswith("head.")
+    }
+    features.load_state_dict(state, strict=True)
+    return features.eval()
+
+
+def feature_maps(model: torch.nn.Module, images_nhwc: np.ndarray) -> list[np.ndarray]:
+    """A features_only model's maps on NHWC images (in the model's dtype), each back in NHWC."""
+    dtype = next(model.parameters()).dtype
+    with torch.no_grad():
+        return [m.permute(0, 2, 3, 1).numpy() for m in model(_nchw(images_nhwc).to(dtype))]

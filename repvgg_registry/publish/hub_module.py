@@ -10,8 +10,8 @@ into its own ``tf.Variable``s once and writes the forward pass with plain ``tf.n
 * a ``serving_default`` signature takes ``images`` and returns a dict.
 
 Input: float32 ``[batch, height, width, 3]`` RGB in [0, 1], any size; ImageNet normalisation is
-inside the graph. 3x3 convolutions use explicit symmetric padding (PyTorch's ``padding=d`` for
-dilation d, 1 below output stride 32 only where a stage runs dilated).
+inside the graph. 3x3 convolutions use explicit symmetric padding (PyTorch's ``padding=1``); the
+dilated blocks below output stride 32 run at stride 1, ``SAME`` (``padding=d`` for dilation d).
 
 ``feature_maps`` returns a dict from ``__call__`` as well as from ``serving_default``:
 ``{"stride_2": ..., "stride_32": ...}``, the outputs of the stem and of each stage (after ReLU), NHWC
@@ -39,10 +39,7 @@ from ..variants.graph import describe_model
 from ..variants.table import IMAGENET_MEAN, IMAGENET_STD
 from .tasks import FEATURE_MAPS, OUTPUT_KEYS, TASKS
 
-
-def _explicit_padding(dilation: int) -> list[list[int]]:
-    """A 3x3 conv's symmetric padding: ``dilation`` pixels on every side."""
-    return [[0, 0], [dilation, dilation], [dilation, dilation], [0, 0]]
+_PAD = [[0, 0], [1, 1], [1, 1], [0, 0]]
 
 
 @dataclass(frozen=True)
@@ -135,13 +132,14 @@ class RepVGGHubModule(tf.Module):
         x = tf.convert_to_tensor(images, tf.float32) - self._mean
         maps = {}
         for block in self._blocks:
-            x = tf.nn.conv2d(
-                x,
-                p[block.kernel],
-                strides=block.stride,
-                padding=_explicit_padding(block.dilation),
-                dilations=block.dilation,
-            )
+            if block.dilation == 1:
+                x = tf.nn.conv2d(x, p[block.kernel], strides=block.stride, padding=_PAD)
+            else:
+                # Dilated blocks run at stride 1, where SAME pads d on every side, PyTorch's
+                # padding=d. tf.nn.convolution runs them through space-to-batch: a dilated
+                # Conv2D's filter gradient has no CPU kernel ("Current CPU implementations do not
+                # yet support dilation rates larger than 1"), so hub.KerasLayer could not train it.
+                x = tf.nn.convolution(x, p[block.kernel], padding="SAME", dilations=block.dilation)
             x = tf.nn.bias_add(x, p[block.bias])
             if block.se is not None:
                 dk, db, uk, ub = (p[i] for i in block.se)

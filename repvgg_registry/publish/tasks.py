@@ -17,6 +17,12 @@ FEATURE_MAPS = "feature_maps"
 TASKS = ("feature_vector", "classification", FEATURE_MAPS)
 TRAIN = "train"
 RELEASE_TASKS = (*TASKS, TRAIN)
+#: Tasks an older version may lack, and why: it was published before they existed (or, for
+#: ``train``, from a deploy-form source). Reading such a version is no error; its handle is absent.
+ABSENT_IN_OLDER_VERSIONS: dict[str, str] = {
+    FEATURE_MAPS: "published before feature maps existed",
+    TRAIN: "published before .keras files or from a deploy-form source",
+}
 #: The keys of each task's ``serving_default`` outputs (and of its ``__call__`` dict for feature_maps).
 OUTPUT_KEYS: dict[str, tuple[str, ...]] = {
     "feature_vector": ("feature_vector",),

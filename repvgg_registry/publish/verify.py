@@ -119,8 +119,9 @@ def verify_savedmodel(folder: Path, task: str) -> tuple[list[str], dict]:
     except Exception as exc:
         return [f"saved_model.pb: does not load or run ({exc.__class__.__name__})"], {}
     problem = _shape_problem(outputs, expected)
-    problems = [f"saved_model.pb: serving_default {problem}"] if problem else []
-    return problems, _signature("serving_default", outputs)
+    if problem:
+        return [f"saved_model.pb: serving_default {problem}"], {}
+    return [], _signature("serving_default", {key: outputs[key] for key in expected})  # in network order
 
 
 def _shape_problem(outputs: dict[str, np.ndarray], expected: dict[str, tuple[int, ...]]) -> str | None:

@@ -56,7 +56,14 @@ from ..hf_client import (
 from ..publish.card import RANDOM_WEIGHTS_BANNER, custom_model_text, is_custom, markdown_text, yaml_header
 from ..publish.labels import IMAGENET, NUM_IMAGENET_CLASSES
 from ..publish.release import ArtifactFiles, artifact_files, primary_record, release_tasks, staged_files
-from ..publish.tasks import FEATURE_MAPS, RELEASE_TASKS, TASKS, TRAIN, has_savedmodel, output_width
+from ..publish.tasks import (
+    ABSENT_IN_OLDER_VERSIONS,
+    FEATURE_MAPS,
+    RELEASE_TASKS,
+    TASKS,
+    TRAIN,
+    output_width,
+)
 from .hub import (
     DEFAULT_NAMESPACE,
     Handle,
@@ -311,8 +318,8 @@ class HuggingFaceHub(Hub):
         return manifest.get("variant") if manifest else None
 
     def _manifest(self, repo_id: str, task: str, revision: str) -> dict | None:
-        """The manifest of ``task`` at ``revision``; None for ``train`` at a version without one
-        (published before ``.keras`` files existed, or from a deploy-form source), which is no error."""
+        """The manifest of ``task`` at ``revision``; None for ``train`` or ``feature_maps`` at a version
+        without one (see :data:`ABSENT_IN_OLDER_VERSIONS`), which is no error."""
         from huggingface_hub import hf_hub_download
         from huggingface_hub.errors import RemoteEntryNotFoundError
 
@@ -323,7 +330,7 @@ class HuggingFaceHub(Hub):
                 lambda: hf_hub_download(repo_id, name, revision=revision, endpoint=self.api.endpoint),
             )
         except RemoteEntryNotFoundError:
-            if has_savedmodel(task):
+            if task not in ABSENT_IN_OLDER_VERSIONS:
                 raise
             return None
         return json.loads(Path(path).read_text())
@@ -386,10 +393,10 @@ class HuggingFaceHub(Hub):
             )
         )
         files = artifact_files(root / task, task)
-        if not has_savedmodel(task) and not files.manifest.is_file():
+        if task in ABSENT_IN_OLDER_VERSIONS and not files.manifest.is_file():
             raise NotPublishedError(
-                f"{repo_id} {tag} has no {files.manifest.name}: it was published before .keras files or from a "
-                f"deploy-form source, so it has no {task} handle; see 'repvgg-registry versions --hub {self.location}'",
+                f"{repo_id} {tag} has no {files.manifest.name}: it was {ABSENT_IN_OLDER_VERSIONS[task]}, so it "
+                f"has no {task} handle; see 'repvgg-registry versions --hub {self.location}'",
                 handle=str(handle),
                 available=tuple(sorted(tags)),
             )

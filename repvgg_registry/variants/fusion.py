@@ -67,9 +67,9 @@ def fuse(train_model: keras.Model, *, name: str | None = None) -> keras.Model:
     )
     for plan in info.plans():
         kernel, bias = fuse_block(train_model, plan)
-        deploy.get_layer(layer_name(plan.name, "reparam_conv")).set_weights(
-            [kernel.astype(np.float32), bias.astype(np.float32)]
-        )
+        # float64 in, cast once by Keras to the model's own dtype (float32, or float64 for a
+        # float64 model, whose fused kernel then carries no float32 rounding)
+        deploy.get_layer(layer_name(plan.name, "reparam_conv")).set_weights([kernel, bias])
         if plan.se_channels:
             for part in _SE_PARTS:
                 name_ = layer_name(plan.name, part)
