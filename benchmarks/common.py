@@ -26,6 +26,7 @@ class Runner:
     name: str
     call: Callable[[], object]
     items_per_call: int
+    output: str = "logits"  # what call() returns: logits, feature_vector or feature_maps (a list)
     iterations: int = 1  # calls per repeat, set by calibrate()
     seconds: list[float] = field(default_factory=list)  # per item, one entry per repeat
 

@@ -1,5 +1,7 @@
 """Inference speed, side by side in one run: our published fused SavedModel (through
-``tf.saved_model.load`` and through ``hub.KerasLayer``), our published ``classification.keras``
+``tf.saved_model.load`` and through ``hub.KerasLayer``), the ``feature_vector`` and
+``feature_maps`` SavedModels and ``feature_maps.keras`` (the same network without the head, or
+without the pool), our published ``classification.keras``
 (Keras 3, through a ``tf.function`` and through ``predict_on_batch``), its serving signature frozen in memory
 (``repvgg_registry.publish.frozen.freeze_serving``, the inference-only opt-in, timed in its own
 process: see isolated.py), our train form, timm's fused model in channels_last, and onnxruntime on
@@ -84,6 +86,8 @@ def fp32_ceiling(seconds: float = 3.0) -> float:
 
 
 FROZEN_RUNNER = "ours: frozen serving (opt-in, own process)"
+VECTOR_RUNNER = "ours: feature_vector SavedModel"
+MAPS_RUNNER = "ours: feature_maps SavedModel (5 maps)"
 
 
 @dataclass
@@ -145,7 +149,7 @@ def make_runners(
     import tf_keras
 
     from repvgg_registry.variants import build_model
-    from repvgg_registry.variants.table import IMAGENET_MEAN, IMAGENET_STD
+    from repvgg_registry.variants.table import FEATURE_KEYS, IMAGENET_MEAN, IMAGENET_STD
 
     prepared = prepare(variant, size, workdir)
     timm_fused = prepared.timm_fused
@@ -176,8 +180,21 @@ def make_runners(
         with torch.inference_mode():
             return timm_fused(torch_in).numpy()
 
+    vector_serving = tf.saved_model.load(str(prepared.artifacts / "feature_vector")).signatures["serving_default"]
+    maps_serving = tf.saved_model.load(str(prepared.artifacts / "feature_maps")).signatures["serving_default"]
+    maps_keras = keras.saving.load_model(prepared.artifacts / "feature_maps.keras")
+    maps_call = tf.function(lambda x: maps_keras(x, training=False))
+
+    def maps(outputs) -> list:
+        return [outputs[key].numpy() for key in FEATURE_KEYS]
+
     runners = [
         Runner("ours: SavedModel serving_default", lambda: serving(images=tf_images)["logits"].numpy(), batch),
+        Runner(
+            VECTOR_RUNNER, lambda: vector_serving(images=tf_images)["feature_vector"].numpy(), batch, "feature_vector"
+        ),
+        Runner(MAPS_RUNNER, lambda: maps(maps_serving(images=tf_images)), batch, "feature_maps"),
+        Runner("ours: feature_maps.keras (tf.function)", lambda: maps(maps_call(tf_images)), batch, "feature_maps"),
         Runner("ours: hub.KerasLayer", lambda: layer_call(tf_images).numpy(), batch),
         Runner("ours: classification.keras (tf.function)", lambda: keras_call(tf_images).numpy(), batch),
         Runner("ours: classification.keras predict_on_batch", lambda: deploy_keras.predict_on_batch(images), batch),
@@ -186,12 +203,29 @@ def make_runners(
         Runner("timm fused, channels_last", run_timm, batch),
         Runner("onnxruntime (timm fused)", lambda: session.run(None, {"images": nchw})[0], batch),
     ]
-    outputs = {r.name: np.asarray(r.call()) for r in runners if r.name != FROZEN_RUNNER}
+    outputs = {r.name: r.call() for r in runners if r.name != FROZEN_RUNNER}
     outputs[FROZEN_RUNNER] = frozen.output(workdir / "frozen-output.npy")
-    reference = outputs["timm fused, channels_last"]
-    scale = max(1.0, float(np.abs(reference).max()))
-    agreement = {name: float(np.abs(out - reference).max()) / scale for name, out in outputs.items()}
-    return runners, agreement
+    with torch.inference_mode():  # timm's own pooled features and feature maps (NCHW -> NHWC)
+        pooled = timm_fused.forward_head(timm_fused.forward_features(torch_in), pre_logits=True).numpy()
+        timm_maps = [
+            m.permute(0, 2, 3, 1).numpy() for m in timm_fused.forward_intermediates(torch_in, intermediates_only=True)
+        ]
+    references = {
+        "logits": [outputs["timm fused, channels_last"]],
+        "feature_vector": [pooled],
+        "feature_maps": timm_maps,
+    }
+
+    def rel_diff(runner: Runner) -> float:
+        got = outputs[runner.name]
+        got = got if isinstance(got, list) else [got]
+        expected = references[runner.output]
+        return max(
+            float(np.abs(np.asarray(g) - e).max()) / max(1.0, float(np.abs(e).max()))
+            for g, e in zip(got, expected, strict=True)
+        )
+
+    return runners, {runner.name: rel_diff(runner) for runner in runners}
 
 
 def main(argv=None) -> int:
@@ -200,7 +234,7 @@ def main(argv=None) -> int:
     from repvgg_registry.variants import count_macs, get_variant
 
     ceiling = fp32_ceiling()
-    rows, records = [], []
+    rows, records, maps_cost = [], [], []
     with tempfile.TemporaryDirectory(prefix="repvgg-bench-") as tmp:
         for variant in args.variants:
             macs = count_macs(get_variant(variant), args.size)
@@ -209,6 +243,8 @@ def main(argv=None) -> int:
                     runners, agreement = make_runners(variant, batch, args.size, args.threads, Path(tmp), cleanup)
                     run_interleaved(runners, args.repeats, min_seconds=args.min_seconds)
                 ours = runners[0].median_rate
+                rates = {runner.name: runner.median_rate for runner in runners}
+                maps_cost.append((variant, batch, rates[VECTOR_RUNNER] / rates[MAPS_RUNNER]))
                 for runner in runners:
                     gflops = 2 * macs * runner.median_rate / 1e9
                     record = {
@@ -240,7 +276,18 @@ def main(argv=None) -> int:
         ["variant", "batch", "runner", "images/s median [best]", "GFLOP/s", "of ceiling", "ours is"],
         rows,
     )
-    write_json("inference", {"args": vars(args), "fp32_ceiling_gflops": ceiling, "results": records}, args.json)
+    for variant, batch, ratio in maps_cost:
+        print(f"{variant} batch {batch}: feature_maps costs {ratio:.3f}x the feature_vector's time")
+    write_json(
+        "inference",
+        {
+            "args": vars(args),
+            "fp32_ceiling_gflops": ceiling,
+            "results": records,
+            "feature_maps_cost": [{"variant": v, "batch": b, "vs_feature_vector": r} for v, b, r in maps_cost],
+        },
+        args.json,
+    )
     return 0
 
 

@@ -39,13 +39,16 @@ def test_inference_benchmark_smoke(tmp_path):
     )
     runners = {r["runner"] for r in data["results"]}
     assert (
-        len(runners) == 8
+        len(runners) == 11
         and any("onnxruntime" in r for r in runners)
+        and sum("feature_maps" in r for r in runners) == 2
+        and any("feature_vector" in r for r in runners)
         and sum("classification.keras" in r for r in runners) == 2
         and any("hub.KerasLayer" in r for r in runners)
         and any("frozen" in r for r in runners)
     )
     assert data["fp32_ceiling_gflops"] > 0
+    assert [(c["variant"], c["batch"]) for c in data["feature_maps_cost"]] == [("A0", 1)]
     for row in data["results"]:
         assert row["images_per_s_median"] > 0 and row["max_rel_diff_vs_timm"] < 1e-4, row
 

@@ -218,26 +218,41 @@ def _differs(what: str, reference, candidate, size: tuple[int, int], *, rtol: fl
 
 
 def _named(task: str, result) -> dict[str, np.ndarray]:
-    """``{output key: array}`` of a model's or a signature's result (a dict for feature maps)."""
+    """``{output key: array}`` of a task from a model's or a signature's result (a dict for
+    feature maps and for :func:`all_outputs`)."""
     if isinstance(result, dict):
         return {key: np.asarray(result[key]) for key in OUTPUT_KEYS[task]}
     return {OUTPUT_KEYS[task][0]: np.asarray(result)}
 
 
+def all_outputs(model: keras.Model, name: str) -> keras.Model:
+    """One model with every task's outputs of a classifier, keyed like the signatures
+    (``logits``, ``feature_vector``, ``stride_2`` .. ``stride_32``): one forward pass gives the
+    reference of all three SavedModels."""
+    maps = feature_maps_of(model).output
+    outputs = {"logits": model.output, "feature_vector": model.get_layer(POOL).output, **maps}
+    return keras.Model(model.input, outputs, name=name)
+
+
 def _check(
     artifacts: dict[str, Path],
     keras_files: dict[str, Path],
-    references: dict[str, keras.Model],
+    source: keras.Model,
     against: str,
     spec: VariantSpec,
     seed: int,
 ) -> dict[str, float]:
     """Reload every artifact from disk (the ``.keras`` files in safe mode, as a user would) and
-    compare on two sizes, every output of a task (each feature map) on its own: each SavedModel
-    with its ``references`` model in memory (views of the train form: the fusion bound; of a
-    deploy-form source: itself), each fused ``.keras`` with its SavedModel (:data:`FORMAT_RTOL`),
-    ``train.keras`` (if any) with ``classification.keras`` (the fusion bound). Returns each
-    task's worst source-vs-artifact diff (its own: unpooled maps are larger than logits)."""
+    compare every output of a task (each feature map) on its own.
+
+    Each SavedModel (an implementation of its own, raw ``tf.nn`` ops) is compared with the
+    ``source`` model in memory (the train form: the fusion bound; a deploy-form source: itself) at
+    the default size and a non-square one, where padding rules would show. Each fused ``.keras``
+    is the source's own Keras layers, fused: what the comparison with its SavedModel
+    (:data:`FORMAT_RTOL`) proves is that the file reloads to the same network, so it runs at the
+    default size only, as does ``train.keras`` against ``classification.keras`` (the fusion
+    bound). Returns each task's worst source-vs-artifact diff (its own: unpooled maps are larger
+    than logits)."""
     rng = np.random.default_rng(seed)
     served_by = {
         task: tf.saved_model.load(str(folder)).signatures["serving_default"] for task, folder in artifacts.items()
@@ -251,25 +266,30 @@ def _check(
                 f"{path.name} does not reload with keras.saving.load_model ({first_line(exc)}); nothing was written"
             ) from None
     name = spec.display_name
+    reference_model = all_outputs(source, f"{source.name}_outputs")
     worst = dict.fromkeys(served_by, 0.0)
-    for size in check_sizes(spec):
+    for index, size in enumerate(check_sizes(spec)):
         images = rng.random((2, *size, 3), dtype=np.float32)
+        references = reference_model(images, training=False)
         for task, serve in served_by.items():
             served = _named(task, serve(images=tf.constant(images)))
-            reference = _named(task, references[task](images, training=False))
-            from_keras = _named(task, reloaded[task](images, training=False))
+            reference = _named(task, references)
+            from_keras = _named(task, reloaded[task](images, training=False)) if index == 0 else {}
             for key, value in served.items():
-                shown = task if key in (task, "logits") else f"{task} {key}"
-                diff = _differs(f"{name} {shown} artifact differs from the {against}", reference[key], value, size)
-                worst[task] = max(worst[task], diff)
-                _differs(
-                    f"{name} {task}.keras differs from the {task} SavedModel" + ("" if shown == task else f" ({key})"),
-                    value,
-                    from_keras[key],
-                    size,
-                    rtol=FORMAT_RTOL,
+                which = "" if len(served) == 1 else f" ({key})"  # a feature map
+                diff = _differs(
+                    f"{name} {task} artifact{which} differs from the {against}", reference[key], value, size
                 )
-        if TRAIN not in reloaded:
+                worst[task] = max(worst[task], diff)
+                if key in from_keras:
+                    _differs(
+                        f"{name} {task}.keras differs from the {task} SavedModel{which}",
+                        value,
+                        from_keras[key],
+                        size,
+                        rtol=FORMAT_RTOL,
+                    )
+        if TRAIN not in reloaded or index > 0:
             continue
         logits = np.asarray(reloaded["classification"](images, training=False))
         train_logits = np.asarray(reloaded[TRAIN](images, training=False))
@@ -283,10 +303,10 @@ def _pooled_model(model: keras.Model, name: str) -> keras.Model:
     return keras.Model(model.input, model.get_layer(POOL).output, name=name)
 
 
-def task_views(model: keras.Model, model_name: str, prefix: str = "") -> dict[str, keras.Model]:
+def task_views(model: keras.Model, model_name: str) -> dict[str, keras.Model]:
     """The model of each SavedModel task, as views of one classifier sharing its weights: itself,
     its pooled features and its feature maps."""
-    base = f"repvgg_{model_name}_{prefix}"
+    base = f"repvgg_{model_name}_"
     return {
         "feature_vector": _pooled_model(model, f"{base}feature_vector"),
         "classification": model,
@@ -361,7 +381,7 @@ def build_artifacts(
     with timed("fuse"):
         train = model if source.form == "train" else None
         deploy = fuse(model, name=f"repvgg_{model_name}_classification") if train is not None else model
-        references = task_views(model, model_name, "source_")
+
     try:
         out_dir.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.staging-", dir=out_dir.parent))
@@ -380,7 +400,7 @@ def build_artifacts(
             keras_files = save_keras_files(train, deploy, staging, model_name)
         with timed("check"):
             against = "train form" if train is not None else "deploy-form source"
-            worst = _check(artifacts, keras_files, references, against, spec, seed)
+            worst = _check(artifacts, keras_files, model, against, spec, seed)
             record = _weights_record(loaded, str(weights), seed)
             metadata = {}
             for task, folder in artifacts.items():
