@@ -83,9 +83,16 @@ def test_two_versions_are_two_tagged_commits(standin, release, tmp_path):
         "classification.keras",
         "train.keras",
         "train.manifest.json",
+        "feature_maps/saved_model.pb",
+        "feature_maps.tar.gz",
+        "feature_maps.keras",
+        "feature_maps.manifest.json",
         "README.md",
     ):
         assert path in tree, path
+    card = tree["README.md"].data.decode()
+    assert "* `feature_maps.keras`: the same network's multi-scale maps, a dict (`stride_2` 48," in card
+    assert "`stride_32` 1280 channels; output stride 32)" in card and "| feature_maps.keras sha256 |" in card
     assert tree["feature_vector.tar.gz"].data == (release / "feature_vector.tar.gz").read_bytes()
     assert tree["feature_vector.tar.gz"].lfs  # large files went through the LFS batch API
     # each commit named its parent, so a concurrent publisher could not interleave

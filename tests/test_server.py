@@ -326,6 +326,9 @@ def test_the_page_shows_the_keras_snippet_first(hub_root, served, handle):
     if handle.split("/")[2] in TASKS:
         layer = f'hub.KerasLayer("{served.url}/{handle}", trainable=True)'
         assert layer in text and text.index(snippet) < text.index(layer)
+    if handle.split("/")[2] == "feature_maps":  # how a neck takes its levels, and their channels
+        assert 'maps = layer(images)  # a dict: maps["stride_8"], maps["stride_16"], maps["stride_32"]' in text
+        assert "output: feature_maps stride_2..stride_32 [batch, h/s, w/s, 48..1280]" in text
 
 
 def test_keras_get_file_downloads_through_the_server(hub_root, served, tmp_path):

@@ -70,7 +70,7 @@ class BuildResult:
     metadata: dict[str, dict]
     max_abs_diff: float  # the logits' (check-fusion's figure); each task's own is in its metadata.json
     timings: dict[str, float] = field(default_factory=dict)
-    #: ``{task: path}`` of the ``.keras`` files: both fused tasks and ``train``
+    #: ``{task: path}`` of the ``.keras`` files: the three fused tasks and ``train``
     keras_files: dict[str, Path] = field(default_factory=dict)
     #: ``{task: parameter count}`` of the models in those files
     keras_params: dict[str, int] = field(default_factory=dict)

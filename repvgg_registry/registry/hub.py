@@ -1,9 +1,10 @@
 """What every hub (the local folder, the Hugging Face Hub) offers, and the errors it raises.
 
 Handles follow tfhub.dev: ``<namespace>/<variant>/<task>/<integer version>``, e.g.
-``repvgg/b3g4/feature_vector/1``. One version has three handles: ``feature_vector`` and
-``classification`` (a TF Hub SavedModel, its archive and its ``.keras`` twin each) and ``train``
-(the train form as ``.keras`` only).
+``repvgg/b3g4/feature_vector/1``. One version has four handles: ``feature_vector``,
+``classification`` and ``feature_maps`` (a TF Hub SavedModel, its archive and its ``.keras`` twin
+each) and ``train`` (the train form as ``.keras`` only). Versions published before a task existed
+lack its handle (see ``publish.tasks.ABSENT_IN_OLDER_VERSIONS``).
 """
 
 from __future__ import annotations
@@ -194,8 +195,8 @@ class Hub(ABC):
     """A model hub that stores immutable, versioned artifacts; its methods are the verbs
     (``publish``, ``publish_many``, ``verify``, ``versions``), as on huggingface_hub's ``HfApi``.
 
-    ``publish_staged`` takes a staged release folder (``feature_vector/`` and ``classification/``
-    SavedModels, their archives, the three ``.keras`` files and every manifest: see
+    ``publish_staged`` takes a staged release folder (the ``feature_vector/``, ``classification/``
+    and ``feature_maps/`` SavedModels, their archives, the four ``.keras`` files and every manifest: see
     ``publish.release``) and makes it version N, whole or not at all.
     """
 

@@ -2,12 +2,12 @@
 
 ``hf://my-org`` publishes RepVGG-B3g4 to ``my-org/repvgg-b3g4`` and a model published with
 ``--name digits`` to ``my-org/digits`` (:func:`repo_id_for`): each version is one commit holding
-the whole staged release at the repo root (``feature_vector/``, ``classification/``, their
-``.tar.gz`` archives, ``feature_vector.keras``, ``classification.keras``, ``train.keras`` and every
-manifest: the same bytes as the local hub's) and a ``README.md`` model card, and the tag ``v<N>`` on
-exactly that commit. Versions are read from the tags; a version published before ``.keras`` files
-existed, or built from a deploy-form source, has no ``train.manifest.json`` and so no ``train``
-handle. The commit names its parent
+the whole staged release at the repo root (``feature_vector/``, ``classification/``,
+``feature_maps/``, their ``.tar.gz`` archives, the four ``.keras`` files and every manifest: the
+same bytes as the local hub's) and a ``README.md`` model card, and the tag ``v<N>`` on exactly that
+commit. Versions are read from the tags; a version published before ``.keras`` files existed, or
+built from a deploy-form source, has no ``train.manifest.json`` and so no ``train`` handle, and one
+from before feature maps no ``feature_maps`` handle. The commit names its parent
 (``parent_commit``), so two racing publishers cannot interleave, and a tag is never moved or reused:
 a failure before the tag leaves no tag, and a rerun publishes cleanly.
 
@@ -509,7 +509,7 @@ def _markdown_digest(value: object) -> str:
 
 
 def _digest_rows(manifests: dict[str, dict]) -> str:
-    """The card's sha256 rows: the three ``.keras`` files first (the Keras 3 route), then the
+    """The card's sha256 rows: the ``.keras`` files first (the Keras 3 route), then the
     TF Hub archives, each as its manifest records it."""
     rows = [
         f"| {manifests[task]['keras']['name']} sha256 | {_markdown_digest(manifests[task]['keras']['sha256'])} |"
@@ -519,6 +519,7 @@ def _digest_rows(manifests: dict[str, dict]) -> str:
     rows += [
         f"| {manifests[task]['archive']['name']} sha256 | {_markdown_digest(manifests[task]['archive']['sha256'])} |"
         for task in TASKS
+        if task in manifests
     ]
     return "\n".join(rows)
 
