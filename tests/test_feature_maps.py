@@ -123,7 +123,9 @@ def test_feature_maps_python_api():
     assert info.feature_maps == ("stride_8", "stride_32") and info.form == "deploy" and not info.include_top
     early = build_model(spec, "train", feature_maps=["stride_4"])
     assert not any(layer.name.startswith("stage2") for layer in early.layers), "stops at its deepest map"
-    assert describe_model(fuse(early)).feature_maps == ("stride_4",)
+    assert describe_model(fuse(early)).feature_maps == ("stride_4",) and describe_model(early).output_stride == 32
+    mid = describe_model(build_model(spec, "deploy", feature_maps=["stride_16"], output_stride=8))
+    assert (mid.feature_maps, mid.output_stride) == (("stride_16",), 8)
 
     classifier = build_model(spec, "train")
     maps = feature_maps_of(classifier)

@@ -224,10 +224,16 @@ def describe_model(model: keras.Model) -> ModelDescription:
 
 
 def _output_stride(by_name: dict) -> int:
-    """Read from the graph: a stage that strides pads first (``stageN_block0.pad``)."""
-    if layer_name("stage4_block0", "pad") in by_name:
+    """Read from the graph: a stage that strides pads first (``stageN_block0.pad``). A feature-maps
+    model that stops before a stage cannot tell its stride: 32, the plain network, for it."""
+    stages = {name.split("_block")[0] for name in by_name if name.startswith("stage")}
+
+    def strides(stage: int) -> bool:
+        return f"stage{stage}" not in stages or layer_name(f"stage{stage}_block0", "pad") in by_name
+
+    if strides(3) and strides(4):
         return 32
-    return 16 if layer_name("stage3_block0", "pad") in by_name else 8
+    return 16 if strides(3) else 8
 
 
 def _feature_keys(model: keras.Model, spec: VariantSpec, output_stride: int) -> tuple[str, ...]:
