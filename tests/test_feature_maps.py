@@ -47,10 +47,15 @@ def _assert_map_close(ours, theirs, label):
 
 @pytest.fixture
 def floatx(request):
-    """Keras' float type for the models a test builds (restored afterwards)."""
+    """Keras' float type for the models a test builds (restored afterwards). Both settings: the
+    global dtype policy is made from floatx once, by the first layer built in the process, and then
+    wins over it."""
+    before = keras.config.dtype_policy()
     keras.config.set_floatx(request.param)
+    keras.config.set_dtype_policy(request.param)
     yield request.param
     keras.config.set_floatx("float32")
+    keras.config.set_dtype_policy(before)
 
 
 # float64 on both sides: a random deep network with randomised BN statistics amplifies float32
@@ -79,6 +84,7 @@ def test_every_map_at_every_output_stride_equals_timm_features_only(name, floatx
             assert [level.stride for level in levels] == timm_features.feature_info.reduction()
             assert [level.channels for level in levels] == timm_features.feature_info.channels()
             ours = build_model(spec, "train", feature_maps=True, output_stride=output_stride, weights=str(checkpoint))
+            assert ours.get_layer("stem.conv_kxk").kernel.dtype == floatx
             fused = fuse(ours)
             for images in calibrate:
                 x = images[:2].astype(floatx)
