@@ -226,11 +226,13 @@ def _named(task: str, result) -> dict[str, np.ndarray]:
 
 
 def all_outputs(model: keras.Model, name: str) -> keras.Model:
-    """One model with every task's outputs of a classifier, keyed like the signatures
-    (``logits``, ``feature_vector``, ``stride_2`` .. ``stride_32``): one forward pass gives the
-    reference of all three SavedModels."""
-    maps = feature_maps_of(model).output
-    outputs = {"logits": model.output, "feature_vector": model.get_layer(POOL).output, **maps}
+    """One model with every task's outputs of a classifier (its :func:`task_views`), keyed like
+    the signatures (:data:`OUTPUT_KEYS`): one forward pass gives the reference of all three
+    SavedModels."""
+    outputs = {}
+    for task, view in task_views(model, name).items():
+        found = view.output
+        outputs.update(found if isinstance(found, dict) else {OUTPUT_KEYS[task][0]: found})
     return keras.Model(model.input, outputs, name=name)
 
 
@@ -266,7 +268,7 @@ def _check(
                 f"{path.name} does not reload with keras.saving.load_model ({first_line(exc)}); nothing was written"
             ) from None
     name = spec.display_name
-    reference_model = all_outputs(source, f"{source.name}_outputs")
+    reference_model = all_outputs(source, f"{source.name}_reference")
     worst = dict.fromkeys(served_by, 0.0)
     for index, size in enumerate(check_sizes(spec)):
         images = rng.random((2, *size, 3), dtype=np.float32)
@@ -381,7 +383,6 @@ def build_artifacts(
     with timed("fuse"):
         train = model if source.form == "train" else None
         deploy = fuse(model, name=f"repvgg_{model_name}_classification") if train is not None else model
-
     try:
         out_dir.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.staging-", dir=out_dir.parent))

@@ -49,10 +49,8 @@ def describe_output(output: dict) -> str:
 
 
 def output_width(output: dict) -> int | None:
-    """The output's last dimension from metadata.json's (or a manifest's) ``output``; for feature
-    maps the deepest map's channels."""
-    if output.get("maps"):
-        return output["maps"][-1]["channels"]
+    """The last dimension of a vector output (logits, feature vector) from metadata.json's (or a
+    manifest's) ``output``; feature maps have one per map (:func:`output_shapes`)."""
     return output.get("num_classes") or output.get("num_features")
 
 
