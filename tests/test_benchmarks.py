@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -78,6 +80,9 @@ def test_kernel_benchmark_smoke(tmp_path):
     for row in data["layers"]:
         assert row["gflop"] > 0 and row["tf_ms"] > 0 and row["tf_frozen_ms"] > 0 and row["ort_ms"] > 0, row
     assert set(data["wall_ms"]) == {"tf", "tf_frozen", "ort"} and min(data["wall_ms"].values()) > 0
-    # The kernels are part of each call, so together they cannot take longer than the call.
-    for kind, total in data["conv_ms_total"].items():
-        assert total < data["wall_ms"][kind] * 1.5, (kind, total, data["wall_ms"][kind])
+    # The totals are the sums of the per-layer columns (no timing bound here: the profiled calls and the
+    # wall-clock calls are different runs, and on a shared 2-core host either can be the slower).
+    columns = {"tf": "tf_ms", "tf_frozen": "tf_frozen_ms", "ort": "ort_ms"}
+    assert set(data["conv_ms_total"]) == set(columns)
+    for kind, column in columns.items():
+        assert data["conv_ms_total"][kind] == pytest.approx(sum(row[column] for row in data["layers"]))
