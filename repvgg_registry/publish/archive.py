@@ -4,18 +4,28 @@ tensorflow_hub's HTTP resolver wants a tar (gzip or not) whose root holds ``save
 top-level folder, symlinks or ``..`` make it fail. The same folder must give the same bytes, since
 clients cache a handle forever: members are sorted, owner and mtime fixed, modes normalised, and
 the gzip header carries no name or time.
+
+The gzip stream comes from ISA-L (``isal.igzip``), not zlib: at the same ratio on float weights
+(about 0.93) it compresses 10x faster (400 vs 35 MB/s here), which was most of a big variant's publish
+time (B3g4: 24 of 38 s). Its output is as deterministic as zlib's (same input and level, same bytes),
+but not the same bytes as zlib's: archives of versions published before keep their own checksums,
+and clients only ever decompress them.
 """
 
 from __future__ import annotations
 
-import gzip
 import os
 import tarfile
 from pathlib import Path
 
+from isal import igzip
+
 from ..hashing import sha256_file, sha256_stream
 
 FIXED_MTIME = 0
+#: ISA-L's levels run 0-3; 1 compresses float weights as well as 2 and 3 do, and fastest but 0 (which
+#: grows them by a quarter).
+GZIP_LEVEL = 1
 
 
 def walk_files(root: Path, *, follow_links: bool = False) -> list[Path]:
@@ -61,7 +71,7 @@ def write_archive(root: Path, target: Path) -> str:
     entries.sort(key=lambda e: e[0])
     with (
         open(target, "wb") as raw,
-        gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=FIXED_MTIME, compresslevel=1) as gz,
+        igzip.IGzipFile(filename="", mode="wb", fileobj=raw, mtime=FIXED_MTIME, compresslevel=GZIP_LEVEL) as gz,
         tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar,
     ):
         for name, path in entries:
