@@ -30,6 +30,7 @@ except ImportError:  # pragma: no cover - typer on the real click
 from . import __version__
 from .errors import RegistryError, UnknownVariantError, UsageError, first_line, one_line
 from .progress import RichPhases
+from .publish.formats import parse_formats, resolve_formats
 from .render import Column, fitted_table, millions, top1
 from .variants.complexity import details, summary
 from .variants.table import VARIANTS, check_output_stride, get_variant
@@ -161,6 +162,17 @@ OutputStrideOption = Annotated[
         metavar="32|16|8",
         help="Output stride: 16 runs the last stage at stride 1, 8 the last two, dilated as timm's "
         "output_stride does (for segmentation); every artifact is built that way.",
+    ),
+]
+FormatsOption = Annotated[
+    str | None,
+    typer.Option(
+        "--formats",
+        metavar="LIST",
+        help="Deployment files converted from each checked SavedModel, comma-separated: serving "
+        "(<task>-serving/, weights as constants, for TF Serving), tflite (LiteRT), onnx (the onnx extra); "
+        "none for none (default: all that are installed).",
+        show_default=False,
     ),
 ]
 VariantArgument = Annotated[str, typer.Argument(metavar="VARIANT", help="Variant name, e.g. B3g4.")]
@@ -379,14 +391,17 @@ def build(
     weights: WeightsOption = "timm",
     labels: LabelsOption = None,
     output_stride: OutputStrideOption = 32,
+    formats: FormatsOption = None,
     seed: SeedOption = 0,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an earlier build in --out.")] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Build a variant's artifacts: the fused TF Hub SavedModels (feature vector, classifier,
-    feature maps), the same networks as .keras files, and train.keras (the train form)."""
+    feature maps), the same networks as .keras files, train.keras (the train form), and the
+    deployment files (LiteRT, ONNX, inference-only SavedModels)."""
     spec = get_variant(variant)
     check_output_stride(output_stride, "--output-stride")
+    chosen = resolve_formats(parse_formats(formats), warn=_warn)
     _seed(seed)
     _check_labels(labels)
     _fetch(weights, [spec])
@@ -399,6 +414,7 @@ def build(
             weights=weights,
             labels=labels,
             output_stride=output_stride,
+            formats=chosen,
             seed=seed,
             overwrite=overwrite,
             reporter=reporter,
@@ -440,6 +456,7 @@ def publish(
         ),
     ] = None,
     output_stride: OutputStrideOption = 32,
+    formats: FormatsOption = None,
     version: Annotated[
         int | None, typer.Option("--version", metavar="N", help="Version number (default: the next one).")
     ] = None,
@@ -458,6 +475,7 @@ def publish(
         raise UsageError("VARIANT", "", "name at least one variant, or pass --all")
     validate_version(version)
     check_output_stride(output_stride, "--output-stride")
+    chosen = resolve_formats(parse_formats(formats), warn=_warn)
     if name is not None:
         if len(specs) > 1:
             raise UsageError("--name", name, "names one model: publish one variant with it")
@@ -488,6 +506,7 @@ def publish(
         labels=labels,
         name=name,
         output_stride=output_stride,
+        formats=chosen,
         version=version,
         seed=seed,
         reporter_for=lambda name: RichPhases(name, console=err_console),

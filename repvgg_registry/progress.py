@@ -19,6 +19,7 @@ class RichPhases:
     def __init__(self, title: str, console: Console | None = None) -> None:
         self.title = title
         console = console or Console(stderr=True)
+        self.console = console
         self.progress = (
             Progress(
                 SpinnerColumn(),
@@ -42,6 +43,10 @@ class RichPhases:
     def stop(self) -> None:
         if self.progress is not None:
             self.progress.stop()
+
+    def warn(self, message: str) -> None:
+        """A one-line ``warning:`` that does not stop the work."""
+        self.console.print(f"warning: {self.title}: {message}", markup=False, highlight=False, soft_wrap=True)
 
     @contextlib.contextmanager
     def phase(self, name: str) -> Iterator[None]:

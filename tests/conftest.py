@@ -11,6 +11,10 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # The Hugging Face stand-in speaks LFS, not Xet; huggingface_hub reads this at import (timm imports it).
 os.environ["HF_HUB_DISABLE_XET"] = "1"
+# Builds make no LiteRT / ONNX / serving files unless a test asks (tests/test_deploy.py does, and
+# the README test runs the README's commands without this): the conversions take a build's time
+# twice over, and the many hub tests only move, serve and checksum the SavedModels and .keras files.
+os.environ["REPVGG_REGISTRY_FORMATS"] = "none"
 
 # isort: off
 import timm  # noqa: F401, E402  (torch first, then TensorFlow)

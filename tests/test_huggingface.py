@@ -28,7 +28,7 @@ from repvgg_registry.hashing import sha256_file
 from repvgg_registry.publish.build import build_artifacts
 from repvgg_registry.publish.card import RANDOM_WEIGHTS_BANNER
 from repvgg_registry.publish.release import ArtifactFiles, stage_release, staged_files
-from repvgg_registry.publish.tasks import RELEASE_TASKS, TASKS, TRAIN
+from repvgg_registry.publish.tasks import KERAS_TASKS, TASKS, TRAIN
 from repvgg_registry.registry import Handle, HubUnreachableError, LocalHub, VersionExistsError, open_hub
 from repvgg_registry.registry.huggingface import HuggingFaceHub, repo_card
 from repvgg_registry.registry.operations import publish_variant, verify
@@ -69,7 +69,7 @@ def test_two_versions_are_two_tagged_commits(standin, release, tmp_path):
     first = hf.publish_staged("a0", _copy(release, tmp_path / "1"))
     second = hf.publish_staged("a0", _copy(release, tmp_path / "2"))
     assert [v.handle.version for v in first] == [1] * 4 and [v.handle.version for v in second] == [2] * 4
-    assert [v.handle.task for v in first] == list(RELEASE_TASKS)
+    assert [v.handle.task for v in first] == list(KERAS_TASKS)
     repo = state.repos["org1/repvgg-a0"]
     assert set(repo.tags) == {"v1", "v2"} and repo.tags["v2"] == repo.branches["main"]
     tree = repo.commits[repo.tags["v1"]]
@@ -98,7 +98,7 @@ def test_two_versions_are_two_tagged_commits(standin, release, tmp_path):
     # each commit named its parent, so a concurrent publisher could not interleave
     assert all(h.get("parentCommit") for h in state.commit_headers[-2:])
     rows = [(str(v.handle), v.weights_source) for v in hf.versions("A0")]
-    assert rows == [(f"repvgg/a0/{task}/{n}", "random") for n in (1, 2) for task in RELEASE_TASKS]
+    assert rows == [(f"repvgg/a0/{task}/{n}", "random") for n in (1, 2) for task in KERAS_TASKS]
 
 
 def test_existing_tag_is_refused_and_never_moved(standin, release, tmp_path):
@@ -182,7 +182,7 @@ def test_model_card(standin, release, tmp_path):
     assert "# RepVGG-A0 for Keras 3 and TensorFlow / TF Hub" in card.splitlines()
     assert "What this model is" not in card and "logits `[batch, 1000]` (ImageNet-1k" in card
     assert 'hf_hub_download("org5/repvgg-a0", "train.keras", revision="v1")' in card
-    for task in RELEASE_TASKS:
+    for task in KERAS_TASKS:
         keras_sha = json.loads(repo.commits[repo.tags["v1"]][f"{task}.manifest.json"].data)["keras"]["sha256"]
         assert f"| {task}.keras sha256 | `{keras_sha}` |" in card.splitlines()
 
@@ -223,7 +223,7 @@ def test_cli_publish_and_versions_over_hf_endpoint(standin, tmp_path):
     env = {"HF_ENDPOINT": url, "HF_TOKEN": "hf_test_token", "HF_HOME": str(tmp_path / "hf-home")}
     proc = _cli(["publish", "A0", "--weights", "random", "--hub", "hf://cli-org", "--json"], env)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert json.loads(proc.stdout)[0]["handles"] == [f"repvgg/a0/{task}/1" for task in RELEASE_TASKS]
+    assert json.loads(proc.stdout)[0]["handles"] == [f"repvgg/a0/{task}/1" for task in KERAS_TASKS]
     listing = _cli(["versions", "A0", "--hub", "hf://cli-org", "--json"], env)
     assert listing.returncode == 0, listing.stderr[-2000:]
     assert {row["version"] for row in json.loads(listing.stdout)} == {1}
@@ -314,7 +314,7 @@ def _manifests(source: str, sha: str | None = None) -> dict:
             data["archive"] = {"name": f"{task}.tar.gz", "size": 1, "sha256": "a" * 64}
         return data
 
-    return {task: manifest(task) for task in RELEASE_TASKS}
+    return {task: manifest(task) for task in KERAS_TASKS}
 
 
 def test_card_of_random_weights_has_a_banner():
@@ -347,7 +347,7 @@ def test_tag_holds_the_three_keras_files_at_the_repo_root(standin, release, tmp_
     _hf(url, "org11").publish_staged("a0", _copy(release, tmp_path / "s"))
     paths = {
         task: huggingface_hub.hf_hub_download("org11/repvgg-a0", f"{task}.keras", revision="v1", endpoint=url)
-        for task in RELEASE_TASKS
+        for task in KERAS_TASKS
     }
     for task, path in paths.items():
         assert Path(path).read_bytes() == staged_files(release, task).keras.read_bytes(), task
@@ -394,7 +394,7 @@ def test_a_version_from_before_keras_files_has_no_train_handle(standin, release,
     hf = _hf(url, "org14")
     hf.publish_staged("a0", _copy(release, tmp_path / "s"))
     api = huggingface_hub.HfApi(endpoint=url, token="hf_test_token")
-    old = [f"{task}.keras" for task in RELEASE_TASKS] + ["train.manifest.json"]
+    old = [f"{task}.keras" for task in KERAS_TASKS] + ["train.manifest.json"]
     old += ["feature_maps/", "feature_maps.tar.gz", "feature_maps.manifest.json"]
     commit = api.create_commit(
         "org14/repvgg-a0",
@@ -461,7 +461,7 @@ def test_a_custom_name_publishes_to_a_repo_of_its_own(standin, release, tmp_path
     assert {"org16/my-model", "org16/repvgg-a0"} <= set(state.repos) and "org16/repvgg-my-model" not in state.repos
     assert set(state.repos["org16/my-model"].tags) == {"v1"}
     rows = hf.versions("my-model")
-    assert [str(v.handle) for v in rows] == [f"repvgg/my-model/{task}/1" for task in RELEASE_TASKS]
+    assert [str(v.handle) for v in rows] == [f"repvgg/my-model/{task}/1" for task in KERAS_TASKS]
     assert rows == published and {v.base_variant for v in rows} == {"A0"}
     assert all(v.location.startswith(f"{url}/org16/my-model/") for v in rows)
     assert {v.base_variant for v in hf.versions("A0")} == {"A0"}
@@ -537,7 +537,7 @@ def test_custom_card_names_the_model_its_base_and_its_classes(standin, digits_re
     staged, checkpoint = digits_release
     hf = _hf(url, "org19")
     published = hf.publish_staged("digits", _copy(staged, tmp_path / "s"))
-    assert [str(v.handle) for v in published] == [f"repvgg/digits/{task}/1" for task in RELEASE_TASKS]
+    assert [str(v.handle) for v in published] == [f"repvgg/digits/{task}/1" for task in KERAS_TASKS]
     assert {v.base_variant for v in hf.versions("digits")} == {"A0"}
     card = _card(state, "org19/digits")
     lines = card.splitlines()

@@ -34,7 +34,7 @@ from repvgg_registry.errors import (
 )
 from repvgg_registry.hashing import sha256_file
 from repvgg_registry.publish.release import stage_release
-from repvgg_registry.publish.tasks import RELEASE_TASKS, TASKS
+from repvgg_registry.publish.tasks import KERAS_TASKS, TASKS
 from repvgg_registry.registry import local as local_module
 from repvgg_registry.registry.hub import MAX_VERSION, Handle
 from repvgg_registry.registry.local import (
@@ -387,7 +387,7 @@ def test_a_deleted_index_stops_publish_and_repair_brings_the_versions_back(tmp_p
     report = hub.repair()
     assert report.index == "missing" and report.written and report.backup is None
     assert sorted(report.added) == sorted(e["handle"] for e in original)
-    assert f"{2 * len(RELEASE_TASKS)} added from manifests" in report.describe() and json.dumps(report.to_dict())
+    assert f"{2 * len(KERAS_TASKS)} added from manifests" in report.describe() and json.dumps(report.to_dict())
     rebuilt = {e["handle"]: e for e in json.loads((root / "index.json").read_text())["entries"]}
     for entry in original:
         again = rebuilt[entry["handle"]]
@@ -735,7 +735,7 @@ def test_versions_are_immutable_and_a_refused_publish_gives_the_release_back(tmp
         hub.publish_staged("a0", staged, version=1)
     assert "immutable" in _one_line(caught.value)
     assert _files(root) == before and _files(staged) == staged_files
-    assert [v.handle.version for v in hub.publish_staged("a0", staged, version=5)] == [5] * len(RELEASE_TASKS)
+    assert [v.handle.version for v in hub.publish_staged("a0", staged, version=5)] == [5] * len(KERAS_TASKS)
     assert not staged.exists()
 
 
@@ -747,7 +747,7 @@ def test_concurrent_publishes_get_distinct_complete_versions(tmp_path):
     assert sorted(r[0].handle.version for r in results) == [1, 2, 3, 4, 5, 6]
     assert all({v.handle.version for v in r} == {r[0].handle.version} for r in results)
     hub = LocalHub(root)
-    assert len(hub.all_versions()) == 6 * len(RELEASE_TASKS)
+    assert len(hub.all_versions()) == 6 * len(KERAS_TASKS)
     assert list((root / STAGING).iterdir()) == [] and hub.repair().changed is False
 
 
@@ -802,11 +802,11 @@ def test_every_keras_file_of_a_real_version_is_checked_by_verify(real_hub, tmp_p
     shutil.copytree(real_hub, root, symlinks=True)
     hub = LocalHub(root)
     entries = {e["handle"]: e for e in hub.read_index()}
-    assert sorted(entries) == [f"repvgg/a0/{t}/1" for t in sorted(RELEASE_TASKS)]
+    assert sorted(entries) == [f"repvgg/a0/{t}/1" for t in sorted(KERAS_TASKS)]
     train = entries["repvgg/a0/train/1"]
     assert train["sha256"] == train["keras_sha256"] == sha256_file(root / "repvgg/a0/train/1.keras")
     assert sorted(p.name for p in (root / "repvgg/a0/train").iterdir()) == ["1.keras", "1.manifest.json"]
-    for task in RELEASE_TASKS:
+    for task in KERAS_TASKS:
         handle = f"repvgg/a0/{task}/1"
         assert verify(hub, handle).ok
         path = root / "repvgg/a0" / task / "1.keras"
@@ -847,7 +847,7 @@ def test_train_files_the_index_does_not_list_stop_publish_until_repair(tmp_path)
     with pytest.raises(HubStateError, match="repvgg/a0/train/1"):
         _publish(hub, tmp_path, "v2")
     assert hub.repair().added == ["repvgg/a0/train/1"]
-    assert [v.handle.task for v in hub.versions("a0")] == sorted(RELEASE_TASKS)
+    assert [v.handle.task for v in hub.versions("a0")] == sorted(KERAS_TASKS)
 
 
 def test_a_version_from_before_keras_files_still_reads_and_repairs(tmp_path):
@@ -878,7 +878,7 @@ def test_a_version_from_before_feature_maps_still_reads_repairs_and_verifies(tmp
     shutil.rmtree(root / "repvgg/a0/feature_maps")
     (root / "index.json").unlink()
     report = hub.repair()
-    expected = sorted(f"repvgg/a0/{t}/1" for t in RELEASE_TASKS if t != "feature_maps")
+    expected = sorted(f"repvgg/a0/{t}/1" for t in KERAS_TASKS if t != "feature_maps")
     assert sorted(report.added) == expected and report.incomplete == []
     assert sorted(str(v.handle) for v in hub.versions("a0")) == expected
     assert _publish(hub, tmp_path, "v2") == [2]

@@ -28,7 +28,7 @@ from typer.testing import CliRunner
 from repvgg_registry.cli import app
 from repvgg_registry.hashing import sha256_file
 from repvgg_registry.publish.archive import write_archive
-from repvgg_registry.publish.tasks import RELEASE_TASKS
+from repvgg_registry.publish.tasks import KERAS_TASKS
 from repvgg_registry.registry import Handle, LocalHub
 from repvgg_registry.registry.local import COMMIT_PAUSE_ENV
 from repvgg_registry.registry.operations import publish_variant, verify
@@ -83,7 +83,7 @@ def _assert_hub_consistent(root: Path) -> list[str]:
     counts = {}
     for v in local.all_versions():
         counts.setdefault(v.handle.version, set()).add(v.handle.task)
-    assert all(tasks == set(RELEASE_TASKS) for tasks in counts.values()), counts
+    assert all(tasks == set(KERAS_TASKS) for tasks in counts.values()), counts
     return handles
 
 
@@ -95,7 +95,7 @@ def test_publish_twice_gives_versions_1_and_2(hub_root):
     assert result.exit_code == 0, result.output
     rows = json.loads(result.stdout)
     assert sorted((r["version"], r["task"]) for r in rows) == [
-        (n, task) for n in (1, 2) for task in sorted(RELEASE_TASKS)
+        (n, task) for n in (1, 2) for task in sorted(KERAS_TASKS)
     ]
     for row in rows:
         assert row["weights_source"] == "random" and len(row["sha256"]) == 64 and row["created"]
@@ -139,7 +139,7 @@ def test_taken_version_is_refused_with_one_line(hub_root):
     result = runner.invoke(app, ["publish", "A0", "--weights", "random", "--hub", str(hub_root), "--version", "1"])
     assert result.exit_code != 0
     assert "version 1 is already published and versions are immutable" in result.stderr
-    assert [v.handle.version for v in LocalHub(hub_root).versions("a0")].count(1) == len(RELEASE_TASKS)
+    assert [v.handle.version for v in LocalHub(hub_root).versions("a0")].count(1) == len(KERAS_TASKS)
 
 
 def test_publish_goes_on_past_a_failure_and_exits_non_zero(tmp_path):
@@ -231,7 +231,7 @@ def test_sigkill_at_a_random_moment(hub_root, tmp_path):
     _, err = follow.communicate(timeout=300)
     assert follow.returncode == 0, err[-2000:]
     after = _assert_hub_consistent(root)
-    assert len(after) == len(before) + len(RELEASE_TASKS)
+    assert len(after) == len(before) + len(KERAS_TASKS)
 
 
 def test_two_concurrent_publishes_give_two_complete_versions(tmp_path):
@@ -271,7 +271,7 @@ def test_keras_files_over_http_load_and_match_the_savedmodel(hub_root, server, t
     """What a Keras 3 user does with the served URL: get_file, then load_model (safe mode)."""
     images = np.random.default_rng(1).random((2, 80, 64, 3), dtype=np.float32)
     outputs = {}
-    for task in RELEASE_TASKS:
+    for task in KERAS_TASKS:
         url = f"{server}/repvgg/a0/{task}/1.keras"
         path = keras.utils.get_file(f"a0-{task}-1.keras", origin=url, cache_dir=str(tmp_path))
         assert Path(path).read_bytes() == (hub_root / f"repvgg/a0/{task}/1.keras").read_bytes()

@@ -35,7 +35,7 @@ import tensorflow_hub as hub
 from release_stubs import add_keras_stubs
 
 from repvgg_registry.publish.release import stage_release
-from repvgg_registry.publish.tasks import RELEASE_TASKS, TASKS
+from repvgg_registry.publish.tasks import KERAS_TASKS, TASKS
 from repvgg_registry.registry import LocalHub
 from repvgg_registry.registry.server import (
     KEEP_ALIVE_S,
@@ -49,7 +49,7 @@ FV1 = "repvgg/a0/feature_vector/1"
 CL1 = "repvgg/a0/classification/1"
 CL2 = "repvgg/a0/classification/2"
 TR1 = "repvgg/a0/train/1"
-ALL_V1 = [f"repvgg/a0/{task}/1" for task in RELEASE_TASKS]
+ALL_V1 = [f"repvgg/a0/{task}/1" for task in KERAS_TASKS]
 #: One access line: ISO time (UTC, ms), client, method, target, status, bytes, duration.
 LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00 127\.0\.0\.1:\d+ (\S+) (\S+) (\d{3}) (\d+) \d+ms")
 OUTPUTS = {
@@ -438,7 +438,7 @@ def test_model_page_escapes_metadata(own_hub):
 def test_listing_and_index_json_without_server_paths(hub_root, served):
     status, headers, listing = served.request("/")
     assert status == 200 and headers["content-type"].startswith("text/html")
-    handles = {f"repvgg/a0/{task}/{n}" for task in RELEASE_TASKS for n in (1, 2)}
+    handles = {f"repvgg/a0/{task}/{n}" for task in KERAS_TASKS for n in (1, 2)}
     for handle in handles:
         assert f'href="/{handle}"'.encode() in listing and f'href="/{handle}.keras"'.encode() in listing
     assert f'href="/{TR1}.tar.gz"'.encode() not in listing and f'href="/{CL1}.tar.gz"'.encode() in listing

@@ -23,7 +23,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -41,16 +41,18 @@ from ..variants.fusion import fuse
 from ..variants.graph import feature_maps_of
 from ..variants.table import IMAGENET_MEAN, IMAGENET_STD, VariantSpec, check_output_stride, get_variant
 from ..variants.weights import LoadedWeights, WeightsSource
-from .card import model_card
+from .card import model_card, serving_card
+from .deploy import DEPLOY_RTOL, RUNNERS, WRITERS, runtime_versions, savedmodel_runner
+from .formats import ONNX, SERVING, TFLITE, resolve_formats
 from .hub_module import RepVGGHubModule
 from .labels import IMAGENET, ClassNames, class_names
 from .release import staged_files
-from .tasks import FEATURE_MAPS, OUTPUT_KEYS, RELEASE_TASKS, TASKS, TRAIN, describe_output
+from .tasks import FEATURE_MAPS, KERAS_TASKS, OUTPUT_KEYS, SERVING_SUFFIX, TASKS, TRAIN, describe_output
 
 LICENSE = "MIT"
 #: A ``.keras`` file and the SavedModel of its task hold the same fused weights in two
 #: implementations (Keras layers; raw ``tf.nn`` ops with 1/std folded into the stem): they agree to
-#: float32 rounding, far tighter than the fusion bound.
+#: float32 rounding, far tighter than the fusion bound. (The converted files' bounds: DEPLOY_RTOL.)
 FORMAT_RTOL = 1e-5
 
 
@@ -60,6 +62,9 @@ class Reporter:
     @contextlib.contextmanager
     def phase(self, name: str) -> Iterator[None]:
         yield
+
+    def warn(self, message: str) -> None:
+        """A one-line note that does not stop the build (a format left out)."""
 
 
 @dataclass
@@ -300,6 +305,48 @@ def _check(
     return worst
 
 
+def _check_deployed(
+    artifacts: dict[str, Path], converted: dict[str, dict[str, Path]], spec: VariantSpec, seed: int
+) -> dict[str, dict[str, float]]:
+    """Run every converted file (``converted``: ``{task: {format: path}}``) in its own runtime and
+    compare each output with the task's SavedModel at both check sizes, within the format's
+    :data:`DEPLOY_RTOL`. Returns ``{task: {format: max abs diff}}``."""
+    rng = np.random.default_rng(seed + 1)
+    found: dict[str, dict[str, float]] = {}
+    for task, files in converted.items():
+        reference = savedmodel_runner(artifacts[task])
+        runners = {fmt: RUNNERS[fmt](path) for fmt, path in files.items()}
+        found[task] = dict.fromkeys(files, 0.0)
+        for size in check_sizes(spec):
+            images = rng.random((2, *size, 3), dtype=np.float32)
+            expected = reference(images)
+            for fmt, run in runners.items():
+                name = files[fmt].name
+                got = run(images)
+                if set(got) != set(expected):
+                    raise BuildError(
+                        f"{name} gives outputs {sorted(got)}, its SavedModel {sorted(expected)}; nothing was written"
+                    )
+                for key, value in expected.items():
+                    which = "" if len(expected) == 1 else f" ({key})"
+                    diff = _differs(
+                        f"{spec.display_name} {name}{which} differs from the {task} SavedModel",
+                        value,
+                        got[key],
+                        size,
+                        rtol=DEPLOY_RTOL[fmt],
+                    )
+                    found[task][fmt] = max(found[task][fmt], diff)
+    return found
+
+
+def deployed_paths(folder: Path, task: str, formats: tuple[str, ...]) -> dict[str, Path]:
+    """``{format: path}`` of the files each format makes of ``task`` in a build ``folder``."""
+    files = staged_files(folder, task)
+    where = {SERVING: folder / f"{task}{SERVING_SUFFIX}", TFLITE: files.tflite, ONNX: files.onnx}
+    return {fmt: where[fmt] for fmt in formats}
+
+
 def _pooled_model(model: keras.Model, name: str) -> keras.Model:
     """``model`` up to its pooled features (layer ``pool``), without the head."""
     return keras.Model(model.input, model.get_layer(POOL).output, name=name)
@@ -322,7 +369,7 @@ def save_keras_files(train: keras.Model | None, deploy: keras.Model, folder: Pat
     (its ``normalize`` layer comes first)."""
     models = {**task_views(deploy, model_name), TRAIN: train}
     paths = {}
-    for task in RELEASE_TASKS:
+    for task in KERAS_TASKS:
         if models[task] is not None:
             paths[task] = staged_files(folder, task).keras
             models[task].save(paths[task])
@@ -337,6 +384,7 @@ def build_artifacts(
     labels: str | os.PathLike | None = None,
     name: str | None = None,
     output_stride: int = 32,
+    formats: Collection[str] | None = None,
     seed: int = 0,
     overwrite: bool = False,
     reporter: Reporter | None = None,
@@ -350,12 +398,15 @@ def build_artifacts(
     A deploy-form source is not fused (there is no train form) and gives no ``train.keras``.
     ``name``: the model name it will be published under (for metadata and cards).
     ``output_stride`` 16 or 8 builds every artifact with the last stage, or two, dilated (timm's
-    rule, see :meth:`VariantSpec.layers`). The output appears only after the reloaded artifacts
-    match the source model.
+    rule, see :meth:`VariantSpec.layers`). ``formats``: the deployment formats converted from
+    each SavedModel (publish/deploy.py): ``serving`` (``<task>-serving/``), ``tflite`` and ``onnx``;
+    None for all of them (ONNX where its extra is installed), ``()`` for none. The output appears
+    only after the reloaded artifacts match the source model and each converted file its SavedModel.
     """
     spec = get_variant(variant)
     output_stride = check_output_stride(output_stride)
     reporter = reporter or Reporter()
+    formats = resolve_formats(formats, warn=getattr(reporter, "warn", None))
     out_dir = Path(out_dir).expanduser()
     _check_out_dir(out_dir, overwrite)
     timings: dict[str, float] = {}
@@ -399,9 +450,16 @@ def build_artifacts(
                 artifacts[task] = staging / task
                 module.save(artifacts[task])
             keras_files = save_keras_files(train, deploy, staging, model_name)
+        converted = {task: deployed_paths(staging, task, formats) for task in TASKS} if formats else {}
+        if converted:
+            with timed("convert"):
+                for task, paths in converted.items():
+                    for fmt, path in paths.items():
+                        WRITERS[fmt](artifacts[task], path)
         with timed("check"):
             against = "train form" if train is not None else "deploy-form source"
             worst = _check(artifacts, keras_files, model, against, spec, seed)
+            deployed = _check_deployed(artifacts, converted, spec, seed)
             record = _weights_record(loaded, str(weights), seed)
             metadata = {}
             for task, folder in artifacts.items():
@@ -416,8 +474,12 @@ def build_artifacts(
                     has_train_form=train is not None,
                     output_stride=output_stride,
                 )
-                (folder / "metadata.json").write_text(json.dumps(metadata[task], indent=2, sort_keys=True) + "\n")
-                (folder / "README.md").write_text(model_card(metadata[task], labels=names.labels))
+                if task in deployed:
+                    metadata[task]["deploy"] = _deploy_record(converted[task], deployed[task])
+                _write_meta(folder, metadata[task], model_card(metadata[task], labels=names.labels))
+                if SERVING in converted.get(task, {}):
+                    serving = serving_metadata(metadata[task])
+                    _write_meta(converted[task][SERVING], serving, serving_card(serving))
         shutil.rmtree(labels_dir)
         _replace(staging, out_dir, overwrite)
     except (OSError, tf.errors.OpError) as exc:  # a full disk surfaces as either (SaveV2, write)
@@ -432,6 +494,37 @@ def build_artifacts(
     params = {task: metadata[task]["params"] for task in TASKS}
     params[TRAIN] = count_params(spec, "train", include_top=True, num_classes=source.num_classes)
     return BuildResult(spec.name, out_dir, final, metadata, worst["classification"], timings, final_keras, params)
+
+
+def _deploy_record(paths: dict[str, Path], diffs: dict[str, float]) -> dict:
+    """metadata.json's ``deploy``: each converted file, its check against the SavedModel, and the
+    runtime versions that ran it."""
+    record = {
+        fmt: {"file": path.name, "max_abs_diff": diffs[fmt], "rtol": DEPLOY_RTOL[fmt]} for fmt, path in paths.items()
+    }
+    record["runtimes"] = runtime_versions(tuple(paths))
+    return record
+
+
+def serving_metadata(meta: dict) -> dict:
+    """metadata.json of ``<task>-serving/``: its task's, as an inference-only SavedModel."""
+    task = f"{meta['task']}{SERVING_SUFFIX}"
+    serving = {k: v for k, v in meta.items() if k != "deploy"}
+    check = meta["deploy"][SERVING]
+    return {
+        **serving,
+        "format": "tf-serving-savedmodel",
+        "task": task,
+        "base_task": meta["task"],
+        "fine_tunable": False,
+        "signature": meta["signature"],
+        "serving_check": {"against": f"{meta['task']} SavedModel", **{k: check[k] for k in ("max_abs_diff", "rtol")}},
+    }
+
+
+def _write_meta(folder: Path, meta: dict, card: str) -> None:
+    (folder / "metadata.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    (folder / "README.md").write_text(card)
 
 
 def _write_class_files(folder: Path, names: ClassNames) -> list[Path]:

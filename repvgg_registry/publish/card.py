@@ -6,7 +6,7 @@ import html
 import re
 
 from ..errors import one_line
-from .tasks import FEATURE_MAPS, OUTPUT_KEYS
+from .tasks import FEATURE_MAPS, OUTPUT_KEYS, base_task
 
 #: The one wording of the random-weights warning, on cards and on the served page.
 RANDOM_WEIGHTS_BANNER = "random weights, for pipeline tests only; the reference accuracy does not apply"
@@ -63,7 +63,7 @@ def yaml_header(meta: dict, extra_tags: tuple[str, ...] = ()) -> str:
     lines = [
         "---",
         "library_name: tf-keras",
-        f"pipeline_tag: {_PIPELINE[meta['task']]}",
+        f"pipeline_tag: {_PIPELINE[base_task(meta['task'])]}",
         f"license: {meta['license'].lower()}",
         "datasets:",
         "- imagenet-1k",
@@ -255,6 +255,79 @@ shapes, whatever their weight layout, and the gain then comes and goes.
 from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 serve = convert_variables_to_constants_v2(obj.signatures["serving_default"])
 y = serve(images=images)[0]                       # or repvgg_registry.publish.frozen.freeze_serving
+```
+
+{deploy_section(meta, handle)}License: {meta["license"]}.
+"""
+
+
+def deploy_section(meta: dict, handle: str | None = None) -> str:
+    """The card's "Deployment files" section: each file converted from this SavedModel, its check,
+    and how to run it; nothing when the build made none. ``handle``: where a hub serves it."""
+    deploy = meta.get("deploy") or {}
+    task = meta["task"]
+    key = OUTPUT_KEYS[task][0]
+    files = {
+        "serving": f"{handle.rsplit('/', 2)[0]}/{task}-serving" if handle else f"{task}-serving/",
+        "tflite": f"{handle}.tflite" if handle else f"{task}.tflite",
+        "onnx": f"{handle}.onnx" if handle else f"{task}.onnx",
+    }
+    titles = {"serving": "inference-only SavedModel", "tflite": "LiteRT fp32", "onnx": "ONNX (NHWC input)"}
+    rows = [
+        f"| {titles[fmt]} | `{markdown_text(files[fmt])}` | max abs diff {deploy[fmt]['max_abs_diff']:.2e} |"
+        for fmt in titles
+        if fmt in deploy
+    ]
+    if not rows:
+        return ""
+    snippets = []
+    if "tflite" in deploy:
+        snippets.append(f"""```python
+from ai_edge_litert.interpreter import Interpreter   # pip install ai-edge-litert
+run = Interpreter("{files["tflite"]}", num_threads=2).get_signature_runner()
+y = run(images=images)["{key}"]                    # images: float32 [batch, h, w, 3] in [0, 1]
+```""")
+    if "onnx" in deploy:
+        snippets.append(f"""```python
+import onnxruntime as ort                            # NHWC input, like the SavedModel
+session = ort.InferenceSession("{files["onnx"]}", providers=["CPUExecutionProvider"])
+y = session.run(["{key}"], {{"images": images}})[0]
+```""")
+    if "serving" in deploy:
+        snippets.append(
+            f"TF Serving: `--model_base_path` is the `{task}-serving` folder of a hub (its children are the\n"
+            "integer versions). Its weights are graph constants: it serves faster and cannot be fine-tuned."
+        )
+    table = "| file | where | check against this SavedModel |\n|---|---|---|\n" + "\n".join(rows)
+    intro = "## Deployment files\n\nConverted from this SavedModel and checked against it at two sizes:\n\n"
+    return intro + table + "\n\n" + "\n\n".join(snippets) + "\n\n"
+
+
+def serving_card(meta: dict, *, handle: str | None = None) -> str:
+    """The card of ``<task>-serving/``: an inference-only SavedModel for TF Serving."""
+    task = meta["base_task"]
+    key = OUTPUT_KEYS[task][0]
+    where = handle or f"path/to/{meta['task']}"
+    check = meta["serving_check"]
+    return f"""{yaml_header(meta)}
+# {markdown_text(meta["display_name"])} {_TASK_TITLE[task]}, inference-only SavedModel
+
+{random_weights_banner(meta["weights"])}The `{task}` SavedModel of this version with every weight folded into a graph
+constant (oneDNN then keeps the convolution weights in its blocked layout: faster at small batches) and
+`serving_default` as its only signature. It cannot be fine-tuned: use `{task}` for that.
+Checked against the `{task}` SavedModel: max abs diff {check["max_abs_diff"]:.2e} (bound {check["rtol"]:g} relative).
+
+* `images`: float32 `[batch, height, width, 3]`, RGB in [0, 1], any size (default
+  {meta["input"]["default_size"]}x{meta["input"]["default_size"]}); normalisation is inside.
+* `{key}`: as in the `{task}` SavedModel.
+
+TF Serving: `tensorflow_model_server --model_name=repvgg --model_base_path=<hub>/<ns>/<model>/{meta["task"]}`
+finds the integer versions below it.
+
+```python
+import tensorflow as tf
+serve = tf.saved_model.load("{where}").signatures["serving_default"]
+y = serve(images=images)["{key}"]
 ```
 
 License: {meta["license"]}.

@@ -2,9 +2,12 @@
 
 ``TASKS`` are the three TF Hub image tasks, each a SavedModel folder (with its archive) and the
 same fused network as a ``.keras`` file: ``feature_vector`` (pooled), ``classification`` (logits)
-and ``feature_maps`` (the five multi-scale maps a detection or segmentation neck takes). ``train``
-is the multi-branch train form with its head, shipped only as ``train.keras`` (what you fine-tune
-before fusing). ``RELEASE_TASKS`` are all four: the handles one published version has.
+and ``feature_maps`` (the five multi-scale maps a detection or segmentation neck takes); beside
+them the deployment files a build converted from the SavedModel (``.tflite``, ``.onnx``).
+``train`` is the multi-branch train form with its head, shipped only as ``train.keras`` (what you
+fine-tune before fusing). ``SERVING_TASKS`` (``classification-serving``...) are the inference-only
+SavedModels of the three, weights as constants, for TF Serving. ``RELEASE_TASKS`` are all of them:
+the handles one published version can have.
 """
 
 from __future__ import annotations
@@ -16,12 +19,18 @@ from ..variants.table import FEATURE_KEYS
 FEATURE_MAPS = "feature_maps"
 TASKS = ("feature_vector", "classification", FEATURE_MAPS)
 TRAIN = "train"
-RELEASE_TASKS = (*TASKS, TRAIN)
+#: ``<task>-serving``: the inference-only SavedModel of a task (publish/deploy.py's ``serving`` format).
+SERVING_SUFFIX = "-serving"
+SERVING_TASKS = tuple(f"{task}{SERVING_SUFFIX}" for task in TASKS)
+#: The tasks with a ``.keras`` file: the fused three and the train form.
+KERAS_TASKS = (*TASKS, TRAIN)
+RELEASE_TASKS = (*KERAS_TASKS, *SERVING_TASKS)
 #: Tasks an older version may lack, and why: it was published before they existed (or, for
 #: ``train``, from a deploy-form source). Reading such a version is no error; its handle is absent.
 ABSENT_IN_OLDER_VERSIONS: dict[str, str] = {
     FEATURE_MAPS: "published before feature maps existed",
     TRAIN: "published before .keras files or from a deploy-form source",
+    **dict.fromkeys(SERVING_TASKS, "published before serving SavedModels or built without the serving format"),
 }
 #: The keys of each task's ``serving_default`` outputs (and of its ``__call__`` dict for feature_maps).
 OUTPUT_KEYS: dict[str, tuple[str, ...]] = {
@@ -29,11 +38,22 @@ OUTPUT_KEYS: dict[str, tuple[str, ...]] = {
     "classification": ("logits",),
     FEATURE_MAPS: FEATURE_KEYS,
 }
+OUTPUT_KEYS.update({f"{task}{SERVING_SUFFIX}": OUTPUT_KEYS[task] for task in TASKS})
+
+
+def base_task(task: str) -> str:
+    """The task whose network ``task`` holds: ``classification`` for ``classification-serving``."""
+    return task.removesuffix(SERVING_SUFFIX)
+
+
+def is_serving(task: str) -> bool:
+    """Whether ``task`` is an inference-only SavedModel (no ``.keras``, no deployment files)."""
+    return task in SERVING_TASKS
 
 
 def has_savedmodel(task: str) -> bool:
-    """Whether ``task`` ships a SavedModel folder and its TF Hub archive (``train`` does not)."""
-    return task in TASKS
+    """Whether ``task`` ships a SavedModel folder and its archive (``train`` does not)."""
+    return task in TASKS or task in SERVING_TASKS
 
 
 def describe_output(output: dict) -> str:

@@ -10,7 +10,7 @@ import numpy as np
 
 from ..hashing import sha256_file
 from .archive import archive_members, walk_files
-from .release import ArtifactFiles
+from .release import CONVERTED_ROLES, ArtifactFiles
 from .tasks import output_shapes
 
 #: The input every check runs: small, non-square, mid-grey.
@@ -75,8 +75,10 @@ def verify_artifact(files: ArtifactFiles) -> tuple[list[str], dict]:
         if files.folder is not None:
             _check_folder(files.folder, manifest, problems)
             _check_archive(files.archive, manifest, problems)
-        if "keras" in manifest:
-            _check_file(files.keras, manifest["keras"], problems)
+        converted = {role: files.roles()[role] for role in CONVERTED_ROLES if role in manifest}
+        for role, path in {"keras": files.keras, **converted}.items():
+            if role in manifest:
+                _check_file(path, manifest[role], problems)
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         return [f"{files.manifest.name}: unreadable manifest ({exc.__class__.__name__})"], {}
     signature: dict = {}
@@ -85,6 +87,9 @@ def verify_artifact(files: ArtifactFiles) -> tuple[list[str], dict]:
     if not problems and "keras" in manifest:
         problems, keras_signature = verify_keras(files.keras, manifest["output"])
         signature = signature or keras_signature
+    for role, path in converted.items():
+        if not problems:
+            problems = verify_converted(path, role, manifest["output"])
     return problems, signature
 
 
@@ -122,6 +127,22 @@ def verify_savedmodel(folder: Path, task: str) -> tuple[list[str], dict]:
     if problem:
         return [f"saved_model.pb: serving_default {problem}"], {}
     return [], _signature("serving_default", {key: outputs[key] for key in expected})  # in network order
+
+
+def verify_converted(path: Path, role: str, output: dict) -> list[str]:
+    """Load a ``.tflite`` or ``.onnx`` file in its runtime (``ai-edge-litert``, onnxruntime) and
+    run it on a small batch: the outputs ``output`` promises, finite."""
+    from .deploy import RUNNERS
+    from .formats import onnx_available
+
+    if role == "onnx" and not onnx_available():
+        return []  # checksummed above; running it needs the onnx extra, which verify does not require
+    try:
+        outputs = RUNNERS[role](path)(np.full(_PROBE_SHAPE, 0.5, np.float32))
+    except Exception as exc:
+        return [f"{path.name}: does not load or run in its runtime ({exc.__class__.__name__})"]
+    problem = _shape_problem(outputs, output_shapes(output, *_PROBE_SHAPE[1:3]))
+    return [f"{path.name}: {problem}"] if problem else []
 
 
 def _shape_problem(outputs: dict[str, np.ndarray], expected: dict[str, tuple[int, ...]]) -> str | None:

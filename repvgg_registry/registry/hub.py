@@ -13,7 +13,7 @@ import contextlib
 import re
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -270,12 +270,14 @@ class Hub(ABC):
         labels: str | Path | None = None,
         name: str | None = None,
         output_stride: int = 32,
+        formats: Collection[str] | None = None,
         version: int | None = None,
         seed: int = 0,
         reporter=None,
     ) -> list[VersionInfo]:
         """Build, check, archive and publish every artifact of ``variant`` as one version, under
-        the model name ``name`` (default :func:`default_model_name`), its classes named by ``labels``."""
+        the model name ``name`` (default :func:`default_model_name`), its classes named by ``labels``,
+        with the deployment ``formats`` (None: all; see ``publish/formats.py``)."""
         from .operations import publish_variant
 
         return publish_variant(
@@ -285,6 +287,7 @@ class Hub(ABC):
             labels=labels,
             name=name,
             output_stride=output_stride,
+            formats=formats,
             version=version,
             seed=seed,
             reporter=reporter,
@@ -298,6 +301,7 @@ class Hub(ABC):
         labels: str | Path | None = None,
         name: str | None = None,
         output_stride: int = 32,
+        formats: Collection[str] | None = None,
         version: int | None = None,
         seed: int = 0,
         reporter_for: Callable[[str], Any] | None = None,
@@ -319,6 +323,7 @@ class Hub(ABC):
                         labels=labels,
                         name=name,
                         output_stride=output_stride,
+                        formats=formats,
                         version=version,
                         seed=seed,
                         reporter=phases,

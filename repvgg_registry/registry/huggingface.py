@@ -34,7 +34,6 @@ from typing import TypeVar
 
 from ..errors import (
     HubError,
-    HubStateError,
     HubUnreachableError,
     InvalidNameError,
     MissingTokenError,
@@ -55,11 +54,12 @@ from ..hf_client import (
 )
 from ..publish.card import RANDOM_WEIGHTS_BANNER, custom_model_text, is_custom, markdown_text, yaml_header
 from ..publish.labels import IMAGENET, NUM_IMAGENET_CLASSES
-from ..publish.release import ArtifactFiles, artifact_files, primary_record, release_tasks, staged_files
+from ..publish.release import CONVERTED_ROLES, ArtifactFiles, artifact_files, primary_record, read_staged
 from ..publish.tasks import (
     ABSENT_IN_OLDER_VERSIONS,
     FEATURE_MAPS,
     RELEASE_TASKS,
+    SERVING_TASKS,
     TASKS,
     TRAIN,
     output_width,
@@ -412,7 +412,7 @@ class HuggingFaceHub(Hub):
 
         key = validate_name(variant.lower(), "model name")
         repo_id = self._writable_repo(key)
-        manifests = _read_staged(staged)  # before anything reaches the hub
+        manifests = read_staged(staged)  # before anything reaches the hub
         labels = _staged_labels(staged)
         self._call(
             f"create_repo({repo_id})",
@@ -478,24 +478,6 @@ def _staged_labels(staged: Path) -> tuple[str, ...]:
     return tuple(line for line in text.splitlines() if line.strip())
 
 
-def _read_staged(staged: Path) -> dict[str, dict]:
-    """``{task: manifest}`` of a staged release, for every task it holds (no ``train`` for a
-    deploy-form source). A file that is missing (a ``.keras`` above all, which older stagings lack)
-    stops the publish here, before a commit that would make a version without it."""
-    manifests = {}
-    for task in release_tasks(staged):
-        files = staged_files(staged, task)
-        for path in files.missing():
-            raise HubStateError(path, "is missing from the staged release", "stage the build again and rerun")
-        try:
-            manifests[task] = json.loads(files.manifest.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise HubStateError(
-                files.manifest, f"is not a readable manifest ({type(exc).__name__})", "stage the build again and rerun"
-            ) from None
-    return manifests
-
-
 # ----- the model card ----------------------------------------------------------------------
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
@@ -510,18 +492,38 @@ def _markdown_digest(value: object) -> str:
 
 def _digest_rows(manifests: dict[str, dict]) -> str:
     """The card's sha256 rows: the ``.keras`` files first (the Keras 3 route), then the
-    TF Hub archives, each as its manifest records it."""
-    rows = [
-        f"| {manifests[task]['keras']['name']} sha256 | {_markdown_digest(manifests[task]['keras']['sha256'])} |"
-        for task in RELEASE_TASKS
-        if task in manifests
-    ]
-    rows += [
-        f"| {manifests[task]['archive']['name']} sha256 | {_markdown_digest(manifests[task]['archive']['sha256'])} |"
-        for task in TASKS
-        if task in manifests
-    ]
+    TF Hub archives, the LiteRT and ONNX files and the serving SavedModels' archives, each as its
+    manifest records it."""
+
+    def row(record: dict) -> str:
+        return f"| {record['name']} sha256 | {_markdown_digest(record['sha256'])} |"
+
+    present = [task for task in RELEASE_TASKS if task in manifests]
+    rows = [row(manifests[task]["keras"]) for task in present if "keras" in manifests[task]]
+    rows += [row(manifests[task]["archive"]) for task in present if task in TASKS]
+    rows += [row(manifests[task][role]) for role in CONVERTED_ROLES for task in present if role in manifests[task]]
+    rows += [row(manifests[task]["archive"]) for task in present if task in SERVING_TASKS]
     return "\n".join(rows)
+
+
+def _deploy_bullets(manifests: dict[str, dict]) -> str:
+    """The card's lines on the deployment files this version has (none: nothing)."""
+
+    def named(role: str) -> str:
+        return ", ".join(f"`{manifests[t][role]['name']}`" for t in TASKS if role in manifests.get(t, {}))
+
+    lines = []
+    if named("tflite"):
+        lines.append(f"* LiteRT fp32 ({named('tflite')}): `ai_edge_litert.interpreter.Interpreter`, input `images`")
+    if named("onnx"):
+        lines.append(f"* ONNX opset 17, NHWC input `images` ({named('onnx')}): onnxruntime, OpenVINO, TensorRT")
+    serving = ", ".join(f"`{t}/`" for t in SERVING_TASKS if t in manifests)
+    if serving:
+        lines.append(f"* inference-only SavedModels, weights as graph constants, for TF Serving ({serving})")
+    if not lines:
+        return ""
+    intro = "Deployment files, converted from the SavedModels and checked against them in the build:\n\n"
+    return intro + "\n".join(lines) + "\n\n"
 
 
 def _base_variant(model: str, manifest: dict) -> str:
@@ -694,7 +696,7 @@ TF Hub Reusable SavedModels of the same fused network (tf_keras and `tensorflow_
   `metadata.json` (params, GMACs, fusion check) and model card; `<task>.tar.gz` is the TF Hub
   archive
 
-`<task>.manifest.json` lists the sha256 of every file of the artifact.
+{_deploy_bullets(manifests)}`<task>.manifest.json` lists the sha256 of every file of the artifact.
 
 | | |
 |---|---|

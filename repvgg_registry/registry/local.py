@@ -6,8 +6,12 @@ Layout::
     <hub>/<namespace>/<model>/<task>/<N>/             the SavedModel (hub.KerasLayer(path) loads it)
     <hub>/<namespace>/<model>/<task>/<N>.tar.gz       its TF Hub archive
     <hub>/<namespace>/<model>/<task>/<N>.keras        the same network for Keras 3
+    <hub>/<namespace>/<model>/<task>/<N>.tflite       LiteRT and ONNX (when the build made them)
+    <hub>/<namespace>/<model>/<task>/<N>.onnx
     <hub>/<namespace>/<model>/<task>/<N>.manifest.json
     <hub>/<namespace>/<model>/train/<N>.keras         the train form (with its manifest beside it)
+    <hub>/<namespace>/<model>/<task>-serving/<N>/     the inference-only SavedModel (TF Serving's
+                                                      --model_base_path is <task>-serving)
     <hub>/.lock                                       the hub lock; its holder writes who it is
     <hub>/.staging/<id>/                              one publisher's private folder, with its own
                                                       ``.lock`` that the publisher holds while alive
@@ -69,15 +73,15 @@ from ..errors import (
 )
 from ..hashing import sha256_file
 from ..publish.release import (
-    ARCHIVE_SUFFIX,
-    KERAS_SUFFIX,
-    MANIFEST_SUFFIX,
+    OPTIONAL_ROLES,
+    SUFFIXES,
     ArtifactFiles,
     artifact_files,
     core_roles,
     is_present,
+    is_sha256,
     primary_record,
-    release_tasks,
+    read_staged,
     staged_files,
 )
 from ..publish.tasks import RELEASE_TASKS
@@ -145,10 +149,6 @@ def _short(value: object, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _is_sha256(value: object) -> bool:
-    return isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)
-
-
 def entry_problem(item: object) -> str | None:
     """Why ``item`` is not a valid index entry, or None. The one check for what is read and written."""
     if not isinstance(item, dict):
@@ -172,12 +172,12 @@ def entry_problem(item: object) -> str | None:
         return f"{text}: no 'weights_source'"
     if not isinstance(item.get("base_variant", ""), str):
         return f"{text}: 'base_variant' {_short(item['base_variant'])} is not a variant name"
-    if not _is_sha256(item.get("sha256")):
+    if not is_sha256(item.get("sha256")):
         return f"{text}: 'sha256' {_short(item.get('sha256'))} is not a sha256"
-    for key in ("manifest_sha256", "keras_sha256"):
-        if key in item and not _is_sha256(item[key]):
+    for key in ("manifest_sha256", *(f"{role}_sha256" for role in OPTIONAL_ROLES)):
+        if key in item and not is_sha256(item[key]):
             return f"{text}: '{key}' {_short(item[key])} is not a sha256"
-    for key in ("archive_size", "keras_size"):
+    for key in ("archive_size", *(f"{role}_size" for role in OPTIONAL_ROLES)):
         size = item.get(key, 0)
         if type(size) is not int or size < 0:
             return f"{text}: '{key}' {_short(size)} is not a size"
@@ -201,9 +201,20 @@ def _entry(handle: Handle, created: str, manifest: dict, manifest_sha256: str) -
         "manifest_sha256": manifest_sha256,
         "base_variant": manifest["variant"],
     }
-    if "keras" in manifest:
-        entry.update(keras_sha256=manifest["keras"]["sha256"], keras_size=manifest["keras"]["size"])
+    for role in OPTIONAL_ROLES:  # the .keras, .tflite and .onnx files the version has
+        if role in manifest:
+            entry.update({f"{role}_sha256": manifest[role]["sha256"], f"{role}_size": manifest[role]["size"]})
     return entry
+
+
+#: ``{".tar.gz": "archive", ".keras": "keras", ...}``: what a file beside a version folder is.
+_ROLE_OF_SUFFIX = {suffix: role for role, suffix in SUFFIXES.items()}
+
+
+def entry_roles(entry: dict) -> dict[str, bool]:
+    """The optional files (:data:`OPTIONAL_ROLES`) an index entry records, in the form
+    :meth:`ArtifactFiles.required` takes a manifest in."""
+    return {role: True for role in OPTIONAL_ROLES if f"{role}_sha256" in entry}
 
 
 def _os_reason(exc: OSError) -> str:
@@ -513,8 +524,8 @@ class LocalHub(Hub):
     def recorded_checksums(self, handle: Handle) -> dict[str, str]:
         entry = self.entry(handle)
         recorded = {"archive" if self.paths(handle).archive is not None else "keras": entry["sha256"]}
-        if "keras_sha256" in entry:
-            recorded["keras"] = entry["keras_sha256"]
+        for role in entry_roles(entry):
+            recorded[role] = entry[f"{role}_sha256"]
         if "manifest_sha256" in entry:
             recorded["manifest"] = entry["manifest_sha256"]
         return recorded
@@ -553,14 +564,10 @@ class LocalHub(Hub):
                             continue
                         if not dot:
                             kind = "folder" if item.is_dir(follow_symlinks=False) else "other"
-                        elif f".{rest}" == ARCHIVE_SUFFIX and item.is_file(follow_symlinks=False):
-                            kind = "archive"
-                        elif f".{rest}" == MANIFEST_SUFFIX and item.is_file(follow_symlinks=False):
-                            kind = "manifest"
-                        elif f".{rest}" == KERAS_SUFFIX and item.is_file(follow_symlinks=False):
-                            kind = "keras"
                         else:
-                            kind = "other"
+                            kind = _ROLE_OF_SUFFIX.get(f".{rest}", "other")
+                            if kind != "other" and not item.is_file(follow_symlinks=False):
+                                kind = "other"
                         found.setdefault((ns.name, model.name, task.name, int(number)), set()).add(kind)
         return found
 
@@ -580,7 +587,7 @@ class LocalHub(Hub):
                 data = json.loads(manifest.read_text(encoding="utf-8"))
         lacking = [
             f"{path.name}/" if role == "folder" else path.name
-            for role, path in files.required(data if isinstance(data, dict) else None).items()
+            for role, path in files.required(data if isinstance(data, dict) else {}).items()
             if not is_present(role, path)
         ]
         if lacking:
@@ -876,41 +883,13 @@ class LocalHub(Hub):
             self._probe_writable()
             self._prepare()
 
-    def _read_staged(self, staged: Path) -> dict[str, dict]:
-        manifests = {}
-        for task in release_tasks(staged):
-            files = staged_files(staged, task)
-            for path in files.missing():
-                raise HubStateError(path, "is missing from the staged release", "stage the build again and rerun")
-            manifest = files.manifest
-            try:
-                data = json.loads(manifest.read_text(encoding="utf-8"))
-                records = [primary_record(data), data["keras"]]
-                source = data["weights"]["source"]
-            except (OSError, ValueError, KeyError, TypeError) as exc:
-                raise HubStateError(
-                    manifest, f"is not a readable manifest ({type(exc).__name__})", "stage the build again and rerun"
-                ) from None
-            valid = all(
-                isinstance(r, dict) and _is_sha256(r.get("sha256")) and type(r.get("size")) is int and r["size"] >= 0
-                for r in records
-            )
-            if not (isinstance(source, str) and valid):
-                raise HubStateError(
-                    manifest,
-                    "has no valid weights source, or sha256 and size of its files",
-                    "stage the build again and rerun",
-                )
-            manifests[task] = data
-        return manifests
-
     def publish_staged(self, variant: str, staged: Path, *, version: int | None = None) -> list[VersionInfo]:
         """Publish a staged release as the next version (or ``version``, if free), whole or not at all."""
         key = validate_name(variant.lower() if isinstance(variant, str) else variant, "model name")
         validate_version(version)
         self.task_dir(key, RELEASE_TASKS[0])  # the namespace too
         staged = Path(staged)
-        manifests = self._read_staged(staged)
+        manifests = read_staged(staged)
         self._ensure_root()
         area = self._own_area(staged)
         own = area is None
@@ -923,8 +902,8 @@ class LocalHub(Hub):
                 # Another filesystem, maybe: bring the files next to their targets, so the commit is renames.
                 source = area / "release"
                 source.mkdir()
-                for task in manifests:
-                    for path in staged_files(staged, task).roles().values():
+                for task, manifest in manifests.items():
+                    for path in staged_files(staged, task).required(manifest).values():
                         shutil.move(path, source / path.name)
                         moved.append((source / path.name, path))
             with self.lock():
@@ -963,8 +942,8 @@ class LocalHub(Hub):
         new_entries = []
         for task in manifests:
             handle = Handle.parse(f"{self.namespace}/{key}/{task}/{version}")
-            targets = self.paths(handle).roles()
-            staged = staged_files(source, task).roles()
+            targets = self.paths(handle).required(manifests[task])
+            staged = staged_files(source, task).required(manifests[task])
             # the manifest last: a version's files are complete before its manifest appears
             moves += [(staged[role], targets[role]) for role in targets]
             new_entries.append(_entry(handle, created, manifests[task], sha256_file(staged["manifest"])))
@@ -1069,7 +1048,7 @@ class LocalHub(Hub):
             report.kept = [e["handle"] for e in kept]
             for e in kept:
                 files = self.paths(Handle.parse(e["handle"]))
-                required = files.required() if "keras_sha256" in e else files.required({})
+                required = files.required(entry_roles(e))
                 if not all(is_present(role, path) for role, path in required.items()):
                     report.missing.append(e["handle"])
             have = {(e["namespace"], e["variant"], e["task"], e["version"]) for e in kept}

@@ -9,21 +9,24 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
+from collections.abc import Collection
 from pathlib import Path
 
 from ..errors import NotPublishedError
 from ..hashing import sha256_file
 from ..publish.build import Reporter, build_artifacts, is_build_folder
 from ..publish.release import (
-    KERAS_SUFFIX,
+    CONVERTED_ROLES,
     MANIFEST_SUFFIX,
+    OPTIONAL_ROLES,
+    SUFFIXES,
     ArtifactFiles,
     artifact_files,
     stage_release,
     staged_files,
 )
-from ..publish.tasks import RELEASE_TASKS, TASKS
-from ..publish.verify import verify_artifact, verify_keras, verify_savedmodel
+from ..publish.tasks import KERAS_TASKS, RELEASE_TASKS, SERVING_TASKS, TASKS
+from ..publish.verify import verify_artifact, verify_converted, verify_keras, verify_savedmodel
 from .hub import Handle, Hub, VerifyReport, VersionInfo, default_model_name, validate_name
 
 
@@ -35,6 +38,7 @@ def publish_variant(
     labels: str | Path | None = None,
     name: str | None = None,
     output_stride: int = 32,
+    formats: Collection[str] | None = None,
     version: int | None = None,
     seed: int = 0,
     reporter: Reporter | None = None,
@@ -58,6 +62,7 @@ def publish_variant(
             labels=labels,
             name=model,
             output_stride=output_stride,
+            formats=formats,
             seed=seed,
             reporter=reporter,
         )
@@ -83,21 +88,33 @@ def _verify_build_folder(target: str, path: Path) -> VerifyReport:
             signatures[task] = signature
             with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
                 outputs[task] = json.loads((folder / "metadata.json").read_text())["output"]
-    for task in RELEASE_TASKS:
-        keras_file = staged_files(path, task).keras
+    for task in SERVING_TASKS:
+        if (path / task).is_dir():
+            problems += [f"{task}/{p}" for p in verify_savedmodel(path / task, task)[0]]
+    for task in KERAS_TASKS:
+        files = staged_files(path, task)
         output = outputs.get(task, outputs.get("classification"))
-        if keras_file.exists() and output is not None:
-            problems += verify_keras(keras_file, output)[0]
+        if output is None:
+            continue
+        if files.keras.exists():
+            problems += verify_keras(files.keras, output)[0]
+        for role in CONVERTED_ROLES:
+            converted = files.roles().get(role)
+            if converted is not None and converted.exists():
+                problems += verify_converted(converted, role, output)
     checked = sum(1 for _ in path.rglob("*") if _.is_file())
     signature = signatures.get("classification") or next(iter(signatures.values()), {})
     return VerifyReport(target, not problems, checked, problems, signature, kind="build folder")
 
 
 def _files_at(target: str) -> ArtifactFiles:
-    """The artifact a path names: a published version folder ``<task>/<N>`` or a ``.keras`` file
-    ``<task>/<N>.keras``, with ``<N>.manifest.json`` beside it (whose ``task`` says which)."""
+    """The artifact a path names: a published version folder ``<task>/<N>`` or a file beside it
+    (``<task>/<N>.keras``, ``.tflite``, ``.onnx``), with ``<N>.manifest.json`` beside it (whose
+    ``task`` says which)."""
     path = Path(target).expanduser().resolve()
-    base = path.with_name(path.name.removesuffix(KERAS_SUFFIX)) if path.name else path
+    base = path
+    for role in OPTIONAL_ROLES:
+        base = base.with_name(base.name.removesuffix(SUFFIXES[role])) if base.name else base
     manifest = base.with_name(base.name + MANIFEST_SUFFIX) if base.name else base
     task = None
     if manifest.is_file() and (path.is_dir() or path.is_file()):

@@ -18,6 +18,12 @@ Routes (HEAD works on each)::
     GET /<ns>/<model>/<task>/<N>                     a page about the model
     GET /<ns>/<model>/<task>/<N>.tar.gz              the same archive, under the name static hosting uses
     GET /<ns>/<model>/<task>/<N>.keras               the Keras 3 file (keras.saving.load_model)
+    GET /<ns>/<model>/<task>/<N>?lite-format=tflite  the LiteRT file (as tfhub.dev served them)
+    GET /<ns>/<model>/<task>/<N>.tflite              the same, by name
+    GET /<ns>/<model>/<task>/<N>.onnx                the ONNX file
+
+``<task>-serving`` handles are the inference-only SavedModels: their archive is served like any
+other, and their page shows TF Serving and ``tf.saved_model.load`` (they have no reusable ``__call__``).
 
 The ``train`` task is the multi-branch train form, a ``.keras`` file only: its ``.tar.gz`` and its
 ``?tf-hub-format=compressed`` are 404s that say so, and its page shows the Keras snippet alone.
@@ -60,7 +66,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from ..errors import HubError, first_line, one_line
 from ..hashing import sha256_file
 from ..publish.card import RANDOM_WEIGHTS_BANNER
-from ..publish.tasks import FEATURE_MAPS, describe_output, has_savedmodel
+from ..publish.tasks import FEATURE_MAPS, OUTPUT_KEYS, base_task, describe_output, has_savedmodel, is_serving
 from .hub import Handle
 from .local import HUB_ENV, LocalHub
 
@@ -113,6 +119,8 @@ class FileKind:
     media_type: str
     index_key: str | None = None
     role: str | None = None
+    #: why a version's entry lacks the file (the 404's hint)
+    absent: str = "this version was published before .keras files existed"
 
     @property
     def label(self) -> str:
@@ -120,13 +128,22 @@ class FileKind:
         return self.role or self.suffix.replace(".", "_")
 
 
-#: One line per file kind, e.g. ``FileKind("tflite", "application/octet-stream")``.
+_NOT_BUILT = "this version has none (published before they existed, or built without --formats {})"
+#: One line per file kind.
 FILE_KINDS: tuple[FileKind, ...] = (
     FileKind("tar.gz", "application/gzip", "sha256", "archive"),
     # A .keras file is a zip inside, but only Keras should open it: no media type invites unpacking.
-    FileKind("keras", "application/octet-stream", "keras_sha256", "keras"),
+    FileKind(
+        "keras",
+        "application/octet-stream",
+        "keras_sha256",
+        "keras",
+        "this version was published before .keras files existed",
+    ),
+    FileKind("tflite", "application/octet-stream", "tflite_sha256", "tflite", _NOT_BUILT.format("tflite")),
+    FileKind("onnx", "application/octet-stream", "onnx_sha256", "onnx", _NOT_BUILT.format("onnx")),
 )
-_ARCHIVE, _KERAS = FILE_KINDS[:2]
+_ARCHIVE, _KERAS, _TFLITE, _ONNX = FILE_KINDS
 
 
 # ----- the index, read defensively ------------------------------------------------------------
@@ -155,7 +172,8 @@ def _public_entry(handle: Handle, entry: dict, base_url: str, kinds: list[FileKi
         "task": handle.task,
         "version": handle.version,
     }
-    kept = ("created", "weights_source", "sha256", "archive_size", "manifest_sha256", "keras_sha256", "keras_size")
+    optional = [f"{kind.role}_{fact}" for kind in FILE_KINDS[1:] for fact in ("sha256", "size")]
+    kept = ("created", "weights_source", "sha256", "archive_size", "manifest_sha256", *optional)
     row.update({k: entry[k] for k in kept if k in entry})
     row.update({f"{kind.label}_url": _file_url(base_url, handle, kind) for kind in kinds})
     return row
@@ -280,6 +298,37 @@ def _tf_hub_snippet(url: str, task: str) -> str:
     return snippet
 
 
+_SERVING_NOTE = (
+    "<p>An inference-only SavedModel (weights as graph constants, <code>serving_default</code> only): "
+    "for TF Serving, whose <code>--model_base_path</code> is this task's folder in the hub. "
+    "It cannot be fine-tuned.</p>"
+)
+
+
+def _serving_snippet(url: str, task: str) -> str:
+    """tf_keras calling the serving SavedModel's signature through tensorflow_hub (it has no
+    reusable ``__call__``, so ``signature`` and ``output_key`` are needed)."""
+    outputs = (
+        "signature_outputs_as_dict=True" if base_task(task) == FEATURE_MAPS else f'output_key="{OUTPUT_KEYS[task][0]}"'
+    )
+    return f'import tensorflow_hub as hub\nlayer = hub.KerasLayer("{url}", signature="serving_default", {outputs})'
+
+
+def _tflite_snippet(handle: Handle, url: str) -> str:
+    """LiteRT: the ``.tflite`` file in the ``ai-edge-litert`` interpreter (``fname``: see
+    :func:`_keras_snippet`)."""
+    name = f"{str(handle).replace('/', '-')}.{_TFLITE.suffix}"
+    return "\n".join(
+        [
+            "import keras",
+            "from ai_edge_litert.interpreter import Interpreter",
+            f'path = keras.utils.get_file("{name}", origin="{url}")',
+            "run = Interpreter(path, num_threads=2).get_signature_runner()",
+            f'y = run(images=images)["{OUTPUT_KEYS[handle.task][0]}"]',
+        ]
+    )
+
+
 def _code(snippet: str) -> str:
     """A snippet as HTML; quotes stay as they are (nothing here is an attribute)."""
     return f"<pre>{html.escape(snippet, quote=False)}</pre>"
@@ -321,8 +370,13 @@ def _usage(base: str, handle: Handle, entry: dict, kinds: list[FileKind]) -> str
     parts = [] if has_savedmodel(handle.task) else [_TRAIN_NOTE]
     if _KERAS in kinds:
         parts.append(_code(_keras_snippet(handle, _file_url(base, handle, _KERAS), entry[_KERAS.index_key])))
-    if has_savedmodel(handle.task):
+    if is_serving(handle.task):
+        parts.append(_SERVING_NOTE)
+        parts.append(_code(_serving_snippet(f"{base}{handle}", handle.task)))
+    elif has_savedmodel(handle.task):
         parts.append(_code(_tf_hub_snippet(f"{base}{handle}", handle.task)))
+    if _TFLITE in kinds:
+        parts.append(_code(_tflite_snippet(handle, _file_url(base, handle, _TFLITE))))
     parts.append(f"<p>download {_download_links(handle, kinds)}</p>")
     return "".join(parts)
 
@@ -333,8 +387,10 @@ def _file_facts(entry: dict, kinds: list[FileKind]) -> list[tuple[str, str | Non
     facts: list[tuple[str, str | None]] = []
     if _ARCHIVE in kinds:
         facts += [("archive", _size(entry.get("archive_size"))), ("archive sha256", entry["sha256"])]
-    if _KERAS in kinds:
-        facts += [(".keras", _size(entry.get("keras_size"))), (".keras sha256", entry["keras_sha256"])]
+    for kind in FILE_KINDS[1:]:
+        if kind in kinds:
+            name = f".{kind.suffix}"
+            facts += [(name, _size(entry.get(f"{kind.role}_size"))), (f"{name} sha256", entry[kind.index_key])]
     return facts
 
 
@@ -397,6 +453,11 @@ class _Endpoints:
                 f"unsupported tf-hub-format '{formats[-1][:80]}': this server serves only tf-hub-format=compressed "
                 "(the .tar.gz archive); unset TFHUB_MODEL_LOAD_FORMAT or set it to COMPRESSED",
             )
+        lite = request.query_params.getlist("lite-format")
+        if lite == ["tflite"]:
+            return self._file(request, handle, published[handle], _TFLITE)
+        if lite:
+            return _text(400, f"unsupported lite-format '{lite[-1][:80]}': this server serves lite-format=tflite")
         return self._model_page(request, handle, published[handle])
 
     def _file_endpoint(self, kind: FileKind) -> Callable[[Request], Response]:
@@ -448,7 +509,7 @@ class _Endpoints:
             hint = _keras_only(handle) if not has_savedmodel(handle.task) else f"a {handle.task} artifact has none"
             return _text(404, f"{missing}; {hint}")
         if kind.index_key is not None and kind.index_key not in entry:
-            return _text(404, f"{missing}; this version was published before .{kind.suffix} files existed")
+            return _text(404, f"{missing}; {kind.absent}")
         target = files.roles()[kind.role] if kind.role else files.manifest.with_name(f"{handle.version}.{kind.suffix}")
         found = _regular_file_inside(self.hub.root, target)
         if found is None:
