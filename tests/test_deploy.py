@@ -253,3 +253,77 @@ def test_formats_option_errors_are_one_line(tmp_path, monkeypatch):
     assert len(notes) == 1 and "onnx extra" in notes[0]
     monkeypatch.setenv(FORMATS_ENV, "serving")
     assert resolve_formats(None) == ("serving",)
+
+
+def _photos(folder, count: int, *, seed: int = 0):
+    """``count`` small images of smooth colour fields (JPEG, and every fifth a PNG) of mixed sizes."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i in range(count):
+        height, width = int(rng.integers(120, 300)), int(rng.integers(120, 300))
+        low = rng.random((4, 4, 3)).astype(np.float32)
+        image = tf.image.resize(low[None], (height, width))[0]
+        pixels = tf.cast(tf.clip_by_value(image * 255, 0, 255), tf.uint8)
+        data = tf.io.encode_png(pixels) if i % 5 == 0 else tf.io.encode_jpeg(pixels, quality=90)
+        (folder / f"{i:03d}.{'png' if i % 5 == 0 else 'jpg'}").write_bytes(data.numpy())
+    return folder
+
+
+def test_int8_on_request_with_its_agreement_report_published_and_served(timm_a0, tmp_path):
+    from ai_edge_litert.interpreter import Interpreter
+
+    images = _photos(tmp_path / "calibration", 40)
+    out = tmp_path / "a0"
+    result = build_artifacts("A0", out, weights=str(timm_a0[1]), formats=(), int8_calibration=images)
+    for task in TASKS:
+        path = out / f"{task}.int8.tflite"
+        interpreter = Interpreter(model_path=str(path))
+        (detail,) = interpreter.get_input_details()
+        assert detail["dtype"] == np.float32 and all(o["dtype"] == np.float32 for o in interpreter.get_output_details())
+        assert any(t["dtype"] == np.int8 for t in interpreter.get_tensor_details()), "not quantized"
+        record = json.loads((out / task / "metadata.json").read_text())["deploy"]["tflite_int8"]
+        assert record["calibration_images"] == 30 and record["held_out_images"] == 10
+        assert -1 <= record["mean_cosine"] <= 1
+        assert ("top1_agreement" in record) == (task == "classification")
+        card = (out / task / "README.md").read_text()
+        assert "LiteRT int8" in card and "QARepVGG" in card and "calibration images" in card
+    assert not any(out.glob("*.onnx")) and not any(out.glob("*-serving"))
+    assert 0 <= result.metadata["classification"]["deploy"]["tflite_int8"]["top1_agreement"] <= 1
+    run = tflite_runner(out / "classification.int8.tflite")
+    assert run(_images(224, 224))["logits"].shape == (2, 1000)
+
+    stage_release(out)
+    local = LocalHub(tmp_path / "hub")
+    local.publish_staged("a0", out)
+    assert verify(local, "repvgg/a0/classification/1").ok
+    server, url = serve_in_thread(local, log=lambda line: None)
+    try:
+        files = local.artifact_files(Handle.parse("repvgg/a0/classification/1"))
+        with urllib.request.urlopen(f"{url}/repvgg/a0/classification/1.int8.tflite") as response:
+            assert response.read() == files.tflite_int8.read_bytes()
+        with pytest.raises(urllib.error.HTTPError) as caught:
+            urllib.request.urlopen(f"{url}/repvgg/a0/classification/1.tflite")
+        assert caught.value.code == 404 and "--formats tflite" in caught.value.read().decode()
+    finally:
+        server.shutdown()
+
+
+@pytest.mark.parametrize("problem", ["too few", "unreadable", "not a folder"])
+def test_bad_calibration_folder_is_one_line_before_any_build(tmp_path, problem):
+    folder = tmp_path / "images"
+    if problem == "too few":
+        _photos(folder, 5)
+        expected = "has 5 JPEG/PNG images; int8 calibration needs at least 32"
+    elif problem == "unreadable":
+        _photos(folder, 33)
+        (folder / "broken.jpg").write_bytes(b"not a jpeg at all")
+        expected = "broken.jpg': not a readable JPEG or PNG image (Unknown image file format"
+    else:
+        folder = tmp_path / "missing"
+        expected = "not a folder"
+    out = tmp_path / "x"
+    result = CliRunner().invoke(
+        app, ["build", "A0", "--weights", "random", "--int8-calibration", str(folder), "--out", str(out)]
+    )
+    assert result.exit_code == 2 and expected in result.output and "Traceback" not in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1 and not out.exists()

@@ -42,9 +42,10 @@ from ..variants.graph import feature_maps_of
 from ..variants.table import IMAGENET_MEAN, IMAGENET_STD, VariantSpec, check_output_stride, get_variant
 from ..variants.weights import LoadedWeights, WeightsSource
 from .card import model_card, serving_card
-from .deploy import DEPLOY_RTOL, RUNNERS, WRITERS, runtime_versions, savedmodel_runner
-from .formats import ONNX, SERVING, TFLITE, resolve_formats
+from .deploy import DEPLOY_RTOL, RUNNERS, WRITERS, runtime_versions, savedmodel_runner, tflite_runner
+from .formats import INT8, ONNX, SERVING, TFLITE, resolve_formats
 from .hub_module import RepVGGHubModule
+from .int8 import agreement, calibration_files, load_images, split, write_int8
 from .labels import IMAGENET, ClassNames, class_names
 from .release import staged_files
 from .tasks import FEATURE_MAPS, KERAS_TASKS, OUTPUT_KEYS, SERVING_SUFFIX, TASKS, TRAIN, describe_output
@@ -185,7 +186,7 @@ def artifact_metadata(
             "channels": "RGB",
             "default_size": size,
             "crop_pct": spec.crop_pct,
-            "resize_to": int(round(size / spec.crop_pct)),
+            "resize_to": spec.resize_to,
             "normalization": {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "inside_model": True},
         },
         "output": output,
@@ -385,6 +386,7 @@ def build_artifacts(
     name: str | None = None,
     output_stride: int = 32,
     formats: Collection[str] | None = None,
+    int8_calibration: str | os.PathLike | None = None,
     seed: int = 0,
     overwrite: bool = False,
     reporter: Reporter | None = None,
@@ -400,13 +402,20 @@ def build_artifacts(
     ``output_stride`` 16 or 8 builds every artifact with the last stage, or two, dilated (timm's
     rule, see :meth:`VariantSpec.layers`). ``formats``: the deployment formats converted from
     each SavedModel (publish/deploy.py): ``serving`` (``<task>-serving/``), ``tflite`` and ``onnx``;
-    None for all of them (ONNX where its extra is installed), ``()`` for none. The output appears
-    only after the reloaded artifacts match the source model and each converted file its SavedModel.
+    None for all of them (ONNX where its extra is installed), ``()`` for none.
+    ``int8_calibration``: a folder of at least 32 JPEG/PNG images; adds ``<task>.int8.tflite``
+    (full-integer PTQ, publish/int8.py) with its agreement with fp32 on images held out of the
+    calibration. The output appears only after the reloaded artifacts match the source model and
+    each converted file its SavedModel.
     """
     spec = get_variant(variant)
     output_stride = check_output_stride(output_stride)
     reporter = reporter or Reporter()
     formats = resolve_formats(formats, warn=getattr(reporter, "warn", None))
+    calibration = held_out = None
+    if int8_calibration is not None:  # read before minutes of work: a bad folder fails in seconds
+        images = load_images(calibration_files(int8_calibration), spec.input_size, spec.resize_to)
+        calibration, held_out = split(images)
     out_dir = Path(out_dir).expanduser()
     _check_out_dir(out_dir, overwrite)
     timings: dict[str, float] = {}
@@ -451,15 +460,24 @@ def build_artifacts(
                 module.save(artifacts[task])
             keras_files = save_keras_files(train, deploy, staging, model_name)
         converted = {task: deployed_paths(staging, task, formats) for task in TASKS} if formats else {}
-        if converted:
+        int8_files = (
+            {task: staged_files(staging, task).tflite_int8 for task in TASKS} if calibration is not None else {}
+        )
+        if converted or int8_files:
             with timed("convert"):
                 for task, paths in converted.items():
                     for fmt, path in paths.items():
                         WRITERS[fmt](artifacts[task], path)
+                for task, path in int8_files.items():
+                    write_int8(artifacts[task], path, calibration)
         with timed("check"):
             against = "train form" if train is not None else "deploy-form source"
             worst = _check(artifacts, keras_files, model, against, spec, seed)
             deployed = _check_deployed(artifacts, converted, spec, seed)
+            quantized = {
+                task: _int8_record(artifacts[task], path, held_out, len(calibration), task == "classification")
+                for task, path in int8_files.items()
+            }
             record = _weights_record(loaded, str(weights), seed)
             metadata = {}
             for task, folder in artifacts.items():
@@ -474,8 +492,10 @@ def build_artifacts(
                     has_train_form=train is not None,
                     output_stride=output_stride,
                 )
-                if task in deployed:
-                    metadata[task]["deploy"] = _deploy_record(converted[task], deployed[task])
+                if task in deployed or task in quantized:
+                    metadata[task]["deploy"] = _deploy_record(
+                        converted.get(task, {}), deployed.get(task, {}), quantized.get(task)
+                    )
                 _write_meta(folder, metadata[task], model_card(metadata[task], labels=names.labels))
                 if SERVING in converted.get(task, {}):
                     serving = serving_metadata(metadata[task])
@@ -496,14 +516,29 @@ def build_artifacts(
     return BuildResult(spec.name, out_dir, final, metadata, worst["classification"], timings, final_keras, params)
 
 
-def _deploy_record(paths: dict[str, Path], diffs: dict[str, float]) -> dict:
-    """metadata.json's ``deploy``: each converted file, its check against the SavedModel, and the
-    runtime versions that ran it."""
+def _deploy_record(paths: dict[str, Path], diffs: dict[str, float], int8: dict | None = None) -> dict:
+    """metadata.json's ``deploy``: each converted file and its check against the SavedModel, the
+    int8 model's agreement with fp32 (``tflite_int8``), and the runtime versions that ran them."""
     record = {
         fmt: {"file": path.name, "max_abs_diff": diffs[fmt], "rtol": DEPLOY_RTOL[fmt]} for fmt, path in paths.items()
     }
-    record["runtimes"] = runtime_versions(tuple(paths))
+    used = tuple(paths)
+    if int8 is not None:
+        record[INT8] = int8
+        used += (TFLITE,)
+    record["runtimes"] = runtime_versions(used)
     return record
+
+
+def _int8_record(folder: Path, path: Path, held_out: np.ndarray, calibrated: int, classifier: bool) -> dict:
+    """The int8 model of one task measured against its SavedModel on the held-out images."""
+    fp32 = savedmodel_runner(folder)(held_out)
+    try:
+        int8 = tflite_runner(path)(held_out)
+    except Exception as exc:  # a converter bug can give a model the interpreter refuses
+        raise BuildError(f"{path.name} does not run in LiteRT ({first_line(exc)}); nothing was written") from None
+    found = agreement(fp32, int8, classifier=classifier)
+    return {"file": path.name, "calibration_images": calibrated, "held_out_images": found.pop("images"), **found}
 
 
 def serving_metadata(meta: dict) -> dict:

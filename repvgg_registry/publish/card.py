@@ -6,6 +6,7 @@ import html
 import re
 
 from ..errors import one_line
+from .int8 import QUANTIZATION_WARNING
 from .tasks import FEATURE_MAPS, OUTPUT_KEYS, base_task
 
 #: The one wording of the random-weights warning, on cards and on the served page.
@@ -278,9 +279,12 @@ def deploy_section(meta: dict, handle: str | None = None) -> str:
         for fmt in titles
         if fmt in deploy
     ]
+    int8 = deploy.get("tflite_int8")
+    if int8:
+        rows.append(f"| LiteRT int8 | `{markdown_text(int8['file'])}` | {int8_figures(int8)} |")
     if not rows:
         return ""
-    snippets = []
+    snippets = [f"> **int8:** {QUANTIZATION_WARNING}"] if int8 else []
     if "tflite" in deploy:
         snippets.append(f"""```python
 from ai_edge_litert.interpreter import Interpreter   # pip install ai-edge-litert
@@ -301,6 +305,15 @@ y = session.run(["{key}"], {{"images": images}})[0]
     table = "| file | where | check against this SavedModel |\n|---|---|---|\n" + "\n".join(rows)
     intro = "## Deployment files\n\nConverted from this SavedModel and checked against it at two sizes:\n\n"
     return intro + table + "\n\n" + "\n\n".join(snippets) + "\n\n"
+
+
+def int8_figures(record: dict) -> str:
+    """``top-1 agreement 93.8%, mean cosine 0.9921 on 8 held-out images`` of an int8 record."""
+    parts = []
+    if "top1_agreement" in record:
+        parts.append(f"top-1 agreement with fp32 {record['top1_agreement']:.1%}")
+    parts.append(f"mean cosine {record['mean_cosine']:.4f}")
+    return ", ".join(parts) + f" on {record['held_out_images']} held-out images"
 
 
 def serving_card(meta: dict, *, handle: str | None = None) -> str:

@@ -30,7 +30,7 @@ import numpy as np
 import tensorflow as tf
 
 from ..errors import BuildError, first_line
-from .formats import ONNX, SERVING, TFLITE
+from .formats import INT8, ONNX, SERVING, TFLITE
 
 ONNX_OPSET = 17
 #: The LiteRT interpreter's threads in the build's check (the machine's 2 cores).
@@ -171,7 +171,12 @@ def onnx_runner(path: Path, *, threads: int = TFLITE_THREADS) -> Runner:
     return lambda images: dict(zip(names, session.run(names, {"images": images}), strict=True))
 
 
-RUNNERS: dict[str, Callable[[Path], Runner]] = {SERVING: savedmodel_runner, TFLITE: tflite_runner, ONNX: onnx_runner}
+RUNNERS: dict[str, Callable[[Path], Runner]] = {
+    SERVING: savedmodel_runner,
+    TFLITE: tflite_runner,
+    INT8: tflite_runner,
+    ONNX: onnx_runner,
+}
 _TOOLS = {SERVING: ("tensorflow",), TFLITE: ("tensorflow", "ai_edge_litert"), ONNX: ("tf2onnx", "onnxruntime")}
 
 

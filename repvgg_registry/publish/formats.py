@@ -13,6 +13,8 @@ from ..errors import UsageError
 SERVING = "serving"
 TFLITE = "tflite"
 ONNX = "onnx"
+#: ``<task>.int8.tflite``: made only with ``--int8-calibration`` (it needs the user's images).
+INT8 = "tflite_int8"
 #: What ``--formats`` selects, in build order.
 DEPLOY_FORMATS = (SERVING, TFLITE, ONNX)
 #: The default of ``--formats`` where it is not given (a comma list, or ``none``): a pipeline that

@@ -37,20 +37,23 @@ ARCHIVE_SUFFIX = ".tar.gz"
 MANIFEST_SUFFIX = ".manifest.json"
 KERAS_SUFFIX = ".keras"
 TFLITE_SUFFIX = ".tflite"
+INT8_SUFFIX = ".int8.tflite"
 ONNX_SUFFIX = ".onnx"
 #: The files beside an artifact's folder, by role: the one owner of each suffix.
 SUFFIXES = {
     "archive": ARCHIVE_SUFFIX,
     "keras": KERAS_SUFFIX,
     "tflite": TFLITE_SUFFIX,
+    "tflite_int8": INT8_SUFFIX,
     "onnx": ONNX_SUFFIX,
     "manifest": MANIFEST_SUFFIX,
 }
 #: Roles an artifact has only when its manifest records them: ``.keras`` files came after the
-#: first versions; LiteRT and ONNX files only when the build made them (``--formats``).
-OPTIONAL_ROLES = ("keras", "tflite", "onnx")
+#: first versions; LiteRT and ONNX files only when the build made them (``--formats``), int8 ones
+#: only with ``--int8-calibration``.
+OPTIONAL_ROLES = ("keras", "tflite", "tflite_int8", "onnx")
 #: The roles of files converted from a SavedModel, each loaded and run in its own runtime.
-CONVERTED_ROLES = ("tflite", "onnx")
+CONVERTED_ROLES = ("tflite", "tflite_int8", "onnx")
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,7 @@ class ArtifactFiles:
     archive: Path | None
     keras: Path | None
     tflite: Path | None
+    tflite_int8: Path | None
     onnx: Path | None
     manifest: Path
 
@@ -75,6 +79,7 @@ class ArtifactFiles:
             "archive": self.archive,
             "keras": self.keras,
             "tflite": self.tflite,
+            "tflite_int8": self.tflite_int8,
             "onnx": self.onnx,
             "manifest": self.manifest,
         }
@@ -123,6 +128,7 @@ def artifact_files(base: Path, task: str) -> ArtifactFiles:
         beside("archive", saved),
         beside("keras", not is_serving(task)),
         beside("tflite", converted),
+        beside("tflite_int8", converted),
         beside("onnx", converted),
         beside("manifest"),
     )

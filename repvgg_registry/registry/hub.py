@@ -271,13 +271,15 @@ class Hub(ABC):
         name: str | None = None,
         output_stride: int = 32,
         formats: Collection[str] | None = None,
+        int8_calibration: str | Path | None = None,
         version: int | None = None,
         seed: int = 0,
         reporter=None,
     ) -> list[VersionInfo]:
         """Build, check, archive and publish every artifact of ``variant`` as one version, under
         the model name ``name`` (default :func:`default_model_name`), its classes named by ``labels``,
-        with the deployment ``formats`` (None: all; see ``publish/formats.py``)."""
+        with the deployment ``formats`` (None: all; see ``publish/formats.py``) and, given a folder of
+        ``int8_calibration`` images, int8 LiteRT files."""
         from .operations import publish_variant
 
         return publish_variant(
@@ -288,6 +290,7 @@ class Hub(ABC):
             name=name,
             output_stride=output_stride,
             formats=formats,
+            int8_calibration=int8_calibration,
             version=version,
             seed=seed,
             reporter=reporter,
@@ -302,6 +305,7 @@ class Hub(ABC):
         name: str | None = None,
         output_stride: int = 32,
         formats: Collection[str] | None = None,
+        int8_calibration: str | Path | None = None,
         version: int | None = None,
         seed: int = 0,
         reporter_for: Callable[[str], Any] | None = None,
@@ -324,6 +328,7 @@ class Hub(ABC):
                         name=name,
                         output_stride=output_stride,
                         formats=formats,
+                        int8_calibration=int8_calibration,
                         version=version,
                         seed=seed,
                         reporter=phases,

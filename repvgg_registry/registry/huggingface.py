@@ -53,6 +53,7 @@ from ..hf_client import (
     quiet_hf,
 )
 from ..publish.card import RANDOM_WEIGHTS_BANNER, custom_model_text, is_custom, markdown_text, yaml_header
+from ..publish.int8 import QUANTIZATION_WARNING
 from ..publish.labels import IMAGENET, NUM_IMAGENET_CLASSES
 from ..publish.release import CONVERTED_ROLES, ArtifactFiles, artifact_files, primary_record, read_staged
 from ..publish.tasks import (
@@ -515,6 +516,11 @@ def _deploy_bullets(manifests: dict[str, dict]) -> str:
     lines = []
     if named("tflite"):
         lines.append(f"* LiteRT fp32 ({named('tflite')}): `ai_edge_litert.interpreter.Interpreter`, input `images`")
+    if named("tflite_int8"):
+        lines.append(
+            f"* LiteRT int8 ({named('tflite_int8')}), float input and output; its agreement with fp32 is in each\n"
+            "  task's `metadata.json` (`deploy.tflite_int8`). " + QUANTIZATION_WARNING
+        )
     if named("onnx"):
         lines.append(f"* ONNX opset 17, NHWC input `images` ({named('onnx')}): onnxruntime, OpenVINO, TensorRT")
     serving = ", ".join(f"`{t}/`" for t in SERVING_TASKS if t in manifests)

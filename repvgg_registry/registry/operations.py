@@ -39,6 +39,7 @@ def publish_variant(
     name: str | None = None,
     output_stride: int = 32,
     formats: Collection[str] | None = None,
+    int8_calibration: str | Path | None = None,
     version: int | None = None,
     seed: int = 0,
     reporter: Reporter | None = None,
@@ -63,6 +64,7 @@ def publish_variant(
             name=model,
             output_stride=output_stride,
             formats=formats,
+            int8_calibration=int8_calibration,
             seed=seed,
             reporter=reporter,
         )

@@ -20,6 +20,7 @@ Routes (HEAD works on each)::
     GET /<ns>/<model>/<task>/<N>.keras               the Keras 3 file (keras.saving.load_model)
     GET /<ns>/<model>/<task>/<N>?lite-format=tflite  the LiteRT file (as tfhub.dev served them)
     GET /<ns>/<model>/<task>/<N>.tflite              the same, by name
+    GET /<ns>/<model>/<task>/<N>.int8.tflite         the int8 LiteRT file (built with --int8-calibration)
     GET /<ns>/<model>/<task>/<N>.onnx                the ONNX file
 
 ``<task>-serving`` handles are the inference-only SavedModels: their archive is served like any
@@ -140,10 +141,18 @@ FILE_KINDS: tuple[FileKind, ...] = (
         "keras",
         "this version was published before .keras files existed",
     ),
+    # before "tflite": the route "{version}.tflite" would also match "1.int8.tflite"
+    FileKind(
+        "int8.tflite",
+        "application/octet-stream",
+        "tflite_int8_sha256",
+        "tflite_int8",
+        "this version has none (it was built without --int8-calibration)",
+    ),
     FileKind("tflite", "application/octet-stream", "tflite_sha256", "tflite", _NOT_BUILT.format("tflite")),
     FileKind("onnx", "application/octet-stream", "onnx_sha256", "onnx", _NOT_BUILT.format("onnx")),
 )
-_ARCHIVE, _KERAS, _TFLITE, _ONNX = FILE_KINDS
+_ARCHIVE, _KERAS, _INT8, _TFLITE, _ONNX = FILE_KINDS
 
 
 # ----- the index, read defensively ------------------------------------------------------------

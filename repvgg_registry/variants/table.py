@@ -140,6 +140,11 @@ class VariantSpec:
         return self.widths[-1]
 
     @property
+    def resize_to(self) -> int:
+        """The short side an image is resized to before the centre crop to ``input_size``."""
+        return int(round(self.input_size / self.crop_pct))
+
+    @property
     def has_se(self) -> bool:
         return self.se_ratio > 0
 
