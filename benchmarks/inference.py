@@ -1,5 +1,8 @@
 """Inference speed, side by side in one run: our published fused SavedModel (through
-``tf.saved_model.load`` and through ``hub.KerasLayer``), the ``feature_vector`` and
+``tf.saved_model.load`` and through ``hub.KerasLayer``), the deployment files of the same build
+(the inference-only ``classification-serving`` SavedModel in a process of its own, as TF Serving
+runs it; ``classification.tflite`` in LiteRT with XNNPACK, and ``classification.int8.tflite`` given
+``--int8-calibration``; ``classification.onnx`` in onnxruntime), the ``feature_vector`` and
 ``feature_maps`` SavedModels and ``feature_maps.keras`` (the same network without the head, or
 without the pool), our published ``classification.keras``
 (Keras 3, through a ``tf.function`` and through ``predict_on_batch``), its serving signature frozen in memory
@@ -10,7 +13,10 @@ machine's fp32 ceiling measured in the same run.
 
     python benchmarks/inference.py --variants A0 B0 B1g4 B3g4 --batch 1 32
 
-Prints a rich table and writes JSON to benchmarks/results/ (or --json PATH).
+Prints a rich table, the CPU it ran on, and the targets of each variant and batch as ratios of
+this run: our fastest fp32 artifact against the faster of timm fused and onnxruntime on timm's
+ONNX; the inference-only SavedModel against timm; our ONNX against timm's, both in onnxruntime.
+Writes JSON to benchmarks/results/ (or --json PATH).
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ import torch  # noqa: E402
 from common import (  # noqa: E402
     Runner,
     configure_tf_threads,
+    machine,
     ort_session,
     print_table,
     run_interleaved,
@@ -58,6 +65,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--min-seconds", type=float, default=0.5, help="time per runner per repeat")
+    parser.add_argument("--int8-calibration", default=None, help="a folder of images: also time the int8 .tflite")
     parser.add_argument("--json", default=None, help="where to write the results (default benchmarks/results/)")
     return parser.parse_args(argv)
 
@@ -86,6 +94,17 @@ def fp32_ceiling(seconds: float = 3.0) -> float:
 
 
 FROZEN_RUNNER = "ours: frozen serving (opt-in, own process)"
+SAVEDMODEL_RUNNER = "ours: SavedModel serving_default"
+SERVING_RUNNER = "ours: classification-serving SavedModel (own process)"
+KERAS_RUNNER = "ours: classification.keras (tf.function)"
+TFLITE_RUNNER = "ours: classification.tflite (LiteRT, XNNPACK)"
+INT8_RUNNER = "ours: classification.int8.tflite (LiteRT)"
+ONNX_RUNNER = "ours: classification.onnx (onnxruntime)"
+TIMM_RUNNER = "timm fused, channels_last"
+TIMM_ONNX_RUNNER = "onnxruntime (timm fused)"
+ISOLATED = (FROZEN_RUNNER, SERVING_RUNNER)
+#: Our fp32 artifacts as a user loads them (the frozen in-memory copy is an opt-in, not an artifact).
+OUR_FP32 = (SAVEDMODEL_RUNNER, SERVING_RUNNER, KERAS_RUNNER, TFLITE_RUNNER, ONNX_RUNNER)
 VECTOR_RUNNER = "ours: feature_vector SavedModel"
 MAPS_RUNNER = "ours: feature_maps SavedModel (5 maps)"
 
@@ -101,7 +120,7 @@ class Prepared:
     timm_fused: torch.nn.Module  # channels_last
 
 
-def prepare(variant: str, size: int, workdir: Path) -> Prepared:
+def prepare(variant: str, size: int, workdir: Path, int8_calibration: str | None = None) -> Prepared:
     """Random timm weights (seed 0) -> checkpoint -> our published SavedModels, and timm's fused
     model -> ONNX; files are reused from workdir when present."""
     from repvgg_registry.publish.build import build_artifacts
@@ -123,7 +142,9 @@ def prepare(variant: str, size: int, workdir: Path) -> Prepared:
 
     out = workdir / f"{variant}-artifacts"
     if not out.exists():
-        build_artifacts(spec, out, weights=str(ckpt))
+        from repvgg_registry.publish.formats import DEPLOY_FORMATS
+
+        build_artifacts(spec, out, weights=str(ckpt), formats=DEPLOY_FORMATS, int8_calibration=int8_calibration)
     onnx_path = workdir / f"{variant}.onnx"
     if not onnx_path.exists():
         torch.onnx.export(
@@ -140,7 +161,7 @@ def prepare(variant: str, size: int, workdir: Path) -> Prepared:
 
 
 def make_runners(
-    variant: str, batch: int, size: int, threads: int, workdir: Path, cleanup: ExitStack
+    variant: str, batch: int, size: int, threads: int, workdir: Path, cleanup: ExitStack, int8: str | None = None
 ) -> tuple[list[Runner], dict]:
     import keras
     import numpy as np
@@ -148,16 +169,23 @@ def make_runners(
     import tensorflow_hub as hub
     import tf_keras
 
+    from repvgg_registry.publish.deploy import onnx_runner, tflite_runner
     from repvgg_registry.variants import build_model
     from repvgg_registry.variants.table import FEATURE_KEYS, IMAGENET_MEAN, IMAGENET_STD
 
-    prepared = prepare(variant, size, workdir)
+    prepared = prepare(variant, size, workdir, int8)
     timm_fused = prepared.timm_fused
     classifier = prepared.artifacts / "classification"
     serving = tf.saved_model.load(str(classifier)).signatures["serving_default"]
     # The inference-only opt-in (weights as constants), in its own process: see isolated.py.
     frozen = IsolatedFrozenServing(classifier, batch=batch, size=size, threads=threads)
     cleanup.callback(frozen.close)
+    serving_artifact = IsolatedFrozenServing(
+        prepared.artifacts / "classification-serving", batch=batch, size=size, threads=threads, freeze=False
+    )
+    cleanup.callback(serving_artifact.close)
+    run_tflite = tflite_runner(prepared.artifacts / "classification.tflite", threads=threads)
+    run_onnx = onnx_runner(prepared.artifacts / "classification.onnx", threads=threads)
     layer_model = tf_keras.Sequential([tf_keras.Input((size, size, 3)), hub.KerasLayer(str(classifier))])
     train = build_model(prepared.spec, "train", weights=str(prepared.checkpoint))
     deploy_keras = keras.saving.load_model(prepared.artifacts / "classification.keras")
@@ -192,29 +220,36 @@ def make_runners(
         return [np.asarray(result[key]) for key in FEATURE_KEYS] if isinstance(result, dict) else np.asarray(result)
 
     runners = [
-        Runner("ours: SavedModel serving_default", lambda: serving(images=tf_images)["logits"].numpy(), batch),
+        Runner(SAVEDMODEL_RUNNER, lambda: serving(images=tf_images)["logits"].numpy(), batch),
+        Runner(SERVING_RUNNER, serving_artifact.call, batch),
+        Runner(TFLITE_RUNNER, lambda: run_tflite(images)["logits"], batch),
+        Runner(ONNX_RUNNER, lambda: run_onnx(images)["logits"], batch),
         Runner(
             VECTOR_RUNNER, lambda: vector_serving(images=tf_images)["feature_vector"].numpy(), batch, "feature_vector"
         ),
         Runner(MAPS_RUNNER, lambda: maps_serving(images=tf_images), batch, "feature_maps"),
         Runner("ours: feature_maps.keras (tf.function)", lambda: maps_call(tf_images), batch, "feature_maps"),
         Runner("ours: hub.KerasLayer", lambda: layer_call(tf_images).numpy(), batch),
-        Runner("ours: classification.keras (tf.function)", lambda: keras_call(tf_images).numpy(), batch),
+        Runner(KERAS_RUNNER, lambda: keras_call(tf_images).numpy(), batch),
         Runner("ours: classification.keras predict_on_batch", lambda: deploy_keras.predict_on_batch(images), batch),
         Runner(FROZEN_RUNNER, frozen.call, batch),
         Runner("ours: train form (Keras 3)", lambda: train_call(tf_normalised).numpy(), batch),
-        Runner("timm fused, channels_last", run_timm, batch),
-        Runner("onnxruntime (timm fused)", lambda: session.run(None, {"images": nchw})[0], batch),
+        Runner(TIMM_RUNNER, run_timm, batch),
+        Runner(TIMM_ONNX_RUNNER, lambda: session.run(None, {"images": nchw})[0], batch),
     ]
-    outputs = {r.name: as_arrays(r.call()) for r in runners if r.name != FROZEN_RUNNER}
+    if int8:
+        run_int8 = tflite_runner(prepared.artifacts / "classification.int8.tflite", threads=threads)
+        runners.insert(3, Runner(INT8_RUNNER, lambda: run_int8(images)["logits"], batch))
+    outputs = {r.name: as_arrays(r.call()) for r in runners if r.name not in ISOLATED}
     outputs[FROZEN_RUNNER] = frozen.output(workdir / "frozen-output.npy")
+    outputs[SERVING_RUNNER] = serving_artifact.output(workdir / "serving-output.npy")
     with torch.inference_mode():  # timm's own pooled features and feature maps (NCHW -> NHWC)
         pooled = timm_fused.forward_head(timm_fused.forward_features(torch_in), pre_logits=True).numpy()
         timm_maps = [
             m.permute(0, 2, 3, 1).numpy() for m in timm_fused.forward_intermediates(torch_in, intermediates_only=True)
         ]
     references = {
-        "logits": [outputs["timm fused, channels_last"]],
+        "logits": [outputs[TIMM_RUNNER]],
         "feature_vector": [pooled],
         "feature_maps": timm_maps,
     }
@@ -231,23 +266,40 @@ def make_runners(
     return runners, {runner.name: rel_diff(runner) for runner in runners}
 
 
+def target_ratios(variant: str, batch: int, rates: dict[str, float]) -> dict:
+    """The issue's targets as ratios of this run's median rates."""
+    fastest = max(OUR_FP32, key=lambda name: rates[name])
+    best_peer = max(rates[TIMM_RUNNER], rates[TIMM_ONNX_RUNNER])
+    return {
+        "variant": variant,
+        "batch": batch,
+        "fastest_ours": fastest,
+        "fastest_vs_best_peer": rates[fastest] / best_peer,
+        "serving_vs_timm": rates[SERVING_RUNNER] / rates[TIMM_RUNNER],
+        "onnx_vs_timm_onnx": rates[ONNX_RUNNER] / rates[TIMM_ONNX_RUNNER],
+    }
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     configure_threads(args.threads)
     from repvgg_registry.variants import count_macs, get_variant
 
     ceiling = fp32_ceiling()
-    rows, records, maps_cost = [], [], []
+    rows, records, maps_cost, targets = [], [], [], []
     with tempfile.TemporaryDirectory(prefix="repvgg-bench-") as tmp:
         for variant in args.variants:
             macs = count_macs(get_variant(variant), args.size)
             for batch in args.batch:
                 with ExitStack() as cleanup:
-                    runners, agreement = make_runners(variant, batch, args.size, args.threads, Path(tmp), cleanup)
+                    runners, agreement = make_runners(
+                        variant, batch, args.size, args.threads, Path(tmp), cleanup, args.int8_calibration
+                    )
                     run_interleaved(runners, args.repeats, min_seconds=args.min_seconds)
                 ours = runners[0].median_rate
                 rates = {runner.name: runner.median_rate for runner in runners}
                 best = {runner.name: runner.best_rate for runner in runners}
+                targets.append(target_ratios(variant, batch, rates))
                 maps_cost.append(
                     (variant, batch, rates[VECTOR_RUNNER] / rates[MAPS_RUNNER], best[VECTOR_RUNNER] / best[MAPS_RUNNER])
                 )
@@ -277,10 +329,27 @@ def main(argv=None) -> int:
                             f"{ours / runner.median_rate:.2f}x",
                         ]
                     )
+    cpu = machine().get("cpu", "unknown CPU")
     print_table(
-        f"RepVGG inference at {args.size}x{args.size}, {args.threads} threads; fp32 ceiling {ceiling:.0f} GFLOP/s",
+        f"RepVGG inference at {args.size}x{args.size}, {args.threads} threads on {cpu}; "
+        f"fp32 ceiling {ceiling:.0f} GFLOP/s",
         ["variant", "batch", "runner", "images/s median [best]", "GFLOP/s", "of ceiling", "ours is"],
         rows,
+    )
+    print_table(
+        f"targets on {cpu} (ratios of median images/s in this run; >= 1.0 meets, ONNX >= 0.95)",
+        ["variant", "batch", "fastest fp32 of ours", "vs best peer", "serving vs timm", "ONNX vs timm ONNX"],
+        [
+            [
+                t["variant"],
+                str(t["batch"]),
+                t["fastest_ours"].removeprefix("ours: "),
+                f"{t['fastest_vs_best_peer']:.2f}x",
+                f"{t['serving_vs_timm']:.2f}x",
+                f"{t['onnx_vs_timm_onnx']:.2f}x",
+            ]
+            for t in targets
+        ],
     )
     for variant, batch, ratio, best_ratio in maps_cost:
         print(
@@ -293,6 +362,7 @@ def main(argv=None) -> int:
             "args": vars(args),
             "fp32_ceiling_gflops": ceiling,
             "results": records,
+            "targets": targets,
             "feature_maps_cost": [
                 {"variant": v, "batch": b, "vs_feature_vector": r, "vs_feature_vector_best": rb}
                 for v, b, r, rb in maps_cost

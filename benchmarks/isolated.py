@@ -1,4 +1,5 @@
-"""Our frozen serving signature in a child process, timed call by call from the parent.
+"""Our frozen serving signature (or the published inference-only SavedModel, ``--as-is``) in a child
+process, timed call by call from the parent.
 
 Why a child: TF's oneDNN convolutions share one primitive cache per process, keyed by shapes and
 post-ops but not by the weights' layout. A frozen copy (weights as constants, blocked layout) and
@@ -9,7 +10,7 @@ with the other runners (one line over a pipe per call, well under a millisecond)
 
 The child makes its input with the parent's ``common.sample_batch``, so both see the same images.
 
-    python benchmarks/isolated.py SAVED_MODEL --batch 1 --size 224 --threads 2
+    python benchmarks/isolated.py SAVED_MODEL --batch 1 --size 224 --threads 2 [--as-is]
     stdin: "run" -> one call, prints "ok";  "dump PATH" -> saves the output as .npy;  EOF -> exit
 """
 
@@ -28,9 +29,9 @@ import numpy as np
 class IsolatedFrozenServing:
     """Parent side: start the child, then ``call()`` runs one batch in it."""
 
-    def __init__(self, saved_model: Path, *, batch: int, size: int, threads: int) -> None:
+    def __init__(self, saved_model: Path, *, batch: int, size: int, threads: int, freeze: bool = True) -> None:
         command = [sys.executable, __file__, str(saved_model), "--batch", str(batch), "--size", str(size)]
-        command += ["--threads", str(threads)]
+        command += ["--threads", str(threads)] + ([] if freeze else ["--as-is"])
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
         # stderr to a file, not a pipe nobody reads while the child runs: TF's start-up logging
         # could fill a pipe and block the child.
@@ -73,6 +74,7 @@ def _child(argv=None) -> int:
     parser.add_argument("--batch", type=int, required=True)
     parser.add_argument("--size", type=int, required=True)
     parser.add_argument("--threads", type=int, required=True)
+    parser.add_argument("--as-is", action="store_true", help="call serving_default without freezing it")
     args = parser.parse_args(argv)
 
     import tensorflow as tf
@@ -81,7 +83,14 @@ def _child(argv=None) -> int:
     from repvgg_registry.publish.frozen import freeze_serving
 
     configure_tf_threads(args.threads)
-    serve = freeze_serving(args.saved_model)
+    if args.as_is:  # the <task>-serving artifact: its weights are constants already
+        loaded = tf.saved_model.load(args.saved_model)
+        signature = loaded.signatures["serving_default"]
+
+        def serve(images):
+            return signature(images=images)
+    else:
+        serve = freeze_serving(args.saved_model)
     images = tf.constant(sample_batch(args.batch, args.size))
     (key,) = serve(images=images)  # the one output key, and the first (tracing) call
     print("ready", flush=True)

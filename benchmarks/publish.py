@@ -1,8 +1,9 @@
-"""Wall time and peak memory of each phase of `publish` (build, weights, fuse, export, check,
-archive, publish) per variant, each variant in a fresh process; and the cold start of
+"""Wall time and peak memory of each phase of `publish` (build, weights, fuse, export, convert,
+check, archive, publish) per variant, with every artifact (all deployment formats unless
+``--formats`` says otherwise), each variant in a fresh process; and the cold start of
 `repvgg-registry list` and `--help` against `python -c "import tensorflow"`.
 
-    python benchmarks/publish.py --variants A0 B3g4
+    python benchmarks/publish.py --variants A0 B3g4 [--formats serving,tflite,onnx]
 
 Prints rich tables and writes JSON to benchmarks/results/ (or --json PATH).
 """
@@ -23,13 +24,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import print_table, write_json  # noqa: E402
+from common import machine, print_table, write_json  # noqa: E402
 
 
-def worker(variant: str, weights: str) -> dict:
+def worker(variant: str, weights: str, formats: str) -> dict:
     """In a fresh process: publish one variant to a temporary hub, timing each phase."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     from repvgg_registry.publish.build import Reporter
+    from repvgg_registry.publish.formats import parse_formats
     from repvgg_registry.registry import LocalHub
     from repvgg_registry.registry.operations import publish_variant
 
@@ -45,9 +47,10 @@ def worker(variant: str, weights: str) -> dict:
 
     with tempfile.TemporaryDirectory(prefix="repvgg-bench-hub-") as hub:
         start = time.perf_counter()
-        publish_variant(LocalHub(hub), variant, weights=weights, reporter=Recorder())
+        chosen = parse_formats(formats)
+        publish_variant(LocalHub(hub), variant, weights=weights, formats=chosen, reporter=Recorder())
         total = time.perf_counter() - start
-    return {"variant": variant, "weights": weights, "total_seconds": total, "phases": phases}
+    return {"variant": variant, "weights": weights, "formats": formats, "total_seconds": total, "phases": phases}
 
 
 def cold_start(repeats: int) -> list[dict]:
@@ -71,18 +74,19 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--variants", nargs="+", default=["A0", "B3g4"])
     parser.add_argument("--weights", default="random", help="weights for publish (random works offline)")
+    parser.add_argument("--formats", default="serving,tflite,onnx", help="deployment formats (default: all)")
     parser.add_argument("--repeats", type=int, default=5, help="cold-start repeats")
     parser.add_argument("--json", default=None)
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        print(json.dumps(worker(args.worker, args.weights)))
+        print(json.dumps(worker(args.worker, args.weights, args.formats)))
         return 0
 
     results = []
     for variant in args.variants:
         proc = subprocess.run(
-            [sys.executable, __file__, "--worker", variant, "--weights", args.weights],
+            [sys.executable, __file__, "--worker", variant, "--weights", args.weights, "--formats", args.formats],
             capture_output=True,
             text=True,
             check=True,
@@ -93,7 +97,9 @@ def main(argv=None) -> int:
         for phase, data in result["phases"].items():  # in the order publish ran them
             rows.append([result["variant"], phase, f"{data['seconds']:.2f}", f"{data['peak_rss_mib']:.0f}"])
         rows.append([result["variant"], "total", f"{result['total_seconds']:.2f}", ""])
-    print_table("publish phases (fresh process per variant)", ["variant", "phase", "seconds", "peak RSS MiB"], rows)
+    cpu = machine().get("cpu", "unknown CPU")
+    title = f"publish phases on {cpu} (fresh process per variant; formats: {args.formats})"
+    print_table(title, ["variant", "phase", "seconds", "peak RSS MiB"], rows)
     starts = cold_start(args.repeats)
     print_table(
         "cold start",

@@ -41,24 +41,32 @@ def test_inference_benchmark_smoke(tmp_path):
     )
     runners = {r["runner"] for r in data["results"]}
     assert (
-        len(runners) == 11
-        and any("onnxruntime" in r for r in runners)
+        len(runners) == 14
+        and sum("onnxruntime" in r for r in runners) == 2
+        and any("classification-serving" in r for r in runners)
+        and any(r.endswith("classification.tflite (LiteRT, XNNPACK)") for r in runners)
         and sum("feature_maps" in r for r in runners) == 2
         and any("feature_vector" in r for r in runners)
         and sum("classification.keras" in r for r in runners) == 2
         and any("hub.KerasLayer" in r for r in runners)
         and any("frozen" in r for r in runners)
     )
-    assert data["fp32_ceiling_gflops"] > 0
+    assert data["fp32_ceiling_gflops"] > 0 and data["machine"]["cpu"]
+    (target,) = data["targets"]
+    assert (target["variant"], target["batch"]) == ("A0", 1) and target["fastest_ours"].startswith("ours: ")
+    assert min(target["fastest_vs_best_peer"], target["serving_vs_timm"], target["onnx_vs_timm_onnx"]) > 0
     assert [(c["variant"], c["batch"]) for c in data["feature_maps_cost"]] == [("A0", 1)]
     for row in data["results"]:
         assert row["images_per_s_median"] > 0 and row["max_rel_diff_vs_timm"] < 1e-4, row
 
 
 def test_publish_benchmark_smoke(tmp_path):
-    data = _run("publish.py", "--variants", "A0", "--repeats", "1", out=tmp_path / "publish.json")
+    # one deployment format keeps the convert phase in the smoke run (all of them triple its time)
+    data = _run(
+        "publish.py", "--variants", "A0", "--formats", "serving", "--repeats", "1", out=tmp_path / "publish.json"
+    )
     phases = data["publish"][0]["phases"]
-    assert list(phases) == ["build", "weights", "fuse", "export", "check", "archive", "publish"]
+    assert list(phases) == ["build", "weights", "fuse", "export", "convert", "check", "archive", "publish"]
     assert all(p["seconds"] >= 0 and p["peak_rss_mib"] > 0 for p in phases.values())
     assert {c["command"] for c in data["cold_start"]} == {
         "repvgg-registry --help",

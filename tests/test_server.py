@@ -735,7 +735,7 @@ class _RewritingHandler(_StaticHandler):
 
     def do_GET(self) -> None:
         path, _, query = self.path.partition("?")
-        if re.fullmatch(r"(/[a-z0-9][a-z0-9._-]*){2}/[a-z_]+/[1-9][0-9]*", path) and (
+        if re.fullmatch(r"(/[a-z0-9][a-z0-9._-]*){2}/[a-z_-]+/[1-9][0-9]*", path) and (
             "tf-hub-format=compressed" in query.split("&")
         ):
             self.path = f"{path}.tar.gz"

@@ -80,6 +80,8 @@ class BuildResult:
     keras_files: dict[str, Path] = field(default_factory=dict)
     #: ``{task: parameter count}`` of the models in those files
     keras_params: dict[str, int] = field(default_factory=dict)
+    #: ``{task: {format: path}}`` of the deployment files (publish/formats.py), int8 as ``tflite_int8``
+    deploy_files: dict[str, dict[str, Path]] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         """The summary ``build --json`` prints (and, as ``artifact_rows``, its table)."""
@@ -88,6 +90,7 @@ class BuildResult:
             "out": str(self.out_dir),
             "artifacts": {task: str(path) for task, path in self.artifacts.items()},
             "keras": {task: str(path) for task, path in self.keras_files.items()},
+            "deploy": {task: {fmt: str(p) for fmt, p in files.items()} for task, files in self.deploy_files.items()},
             "artifact_rows": [
                 {
                     "task": task,
@@ -96,6 +99,16 @@ class BuildResult:
                     "output": describe_output(self.metadata[task]["output"]),
                 }
                 for task, path in self.artifacts.items()
+            ]
+            + [
+                {
+                    "task": task if fmt != SERVING else f"{task}{SERVING_SUFFIX}",
+                    "path": str(path),
+                    "params": self.metadata[task]["params"],
+                    "output": describe_output(self.metadata[task]["output"]),
+                }
+                for task, files in self.deploy_files.items()
+                for fmt, path in files.items()
             ]
             + [
                 {
@@ -513,7 +526,15 @@ def build_artifacts(
     final_keras = {task: out_dir / path.name for task, path in keras_files.items()}
     params = {task: metadata[task]["params"] for task in TASKS}
     params[TRAIN] = count_params(spec, "train", include_top=True, num_classes=source.num_classes)
-    return BuildResult(spec.name, out_dir, final, metadata, worst["classification"], timings, final_keras, params)
+    deploy_files = {
+        task: {fmt: out_dir / path.name for fmt, path in {**converted.get(task, {}), **extra}.items()}
+        for task in TASKS
+        for extra in [{INT8: int8_files[task]} if task in int8_files else {}]
+        if converted.get(task) or extra
+    }
+    return BuildResult(
+        spec.name, out_dir, final, metadata, worst["classification"], timings, final_keras, params, deploy_files
+    )
 
 
 def _deploy_record(paths: dict[str, Path], diffs: dict[str, float], int8: dict | None = None) -> dict:
