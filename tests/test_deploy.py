@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import shutil
 import urllib.request
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -327,3 +328,31 @@ def test_bad_calibration_folder_is_one_line_before_any_build(tmp_path, problem):
     )
     assert result.exit_code == 2 and expected in result.output and "Traceback" not in result.output, result.output
     assert len(result.output.strip().splitlines()) == 1 and not out.exists()
+
+
+def test_hugging_face_commit_carries_the_deployment_files(built, standin, tmp_path):
+    """The same release on the Hugging Face stand-in (tests/hf_standin.py, the documented wire
+    protocol): one tagged commit with every deployment file, seven handles, a card that lists them."""
+    from huggingface_hub import HfApi
+
+    from repvgg_registry.registry.huggingface import HuggingFaceHub
+
+    _, url = standin
+    staged = tmp_path / "staged"
+    shutil.copytree(built.out_dir, staged)
+    stage_release(staged)
+    hf = HuggingFaceHub("deployorg", token="hf_test_token", endpoint=url, backoff_s=0.01)
+    published = hf.publish_staged("a0", staged)
+    assert [str(v.handle) for v in published] == [f"repvgg/a0/{t}/1" for t in (*TASKS, "train", *SERVING_TASKS)]
+    files = set(HfApi(endpoint=url, token="hf_test_token").list_repo_files("deployorg/repvgg-a0", revision="v1"))
+    for task in TASKS:
+        assert {f"{task}.tflite", f"{task}.onnx", f"{task}-serving.tar.gz", f"{task}-serving/saved_model.pb"} <= files
+    card = HfApi(endpoint=url).hf_hub_download("deployorg/repvgg-a0", "README.md", revision="v1")
+    text = Path(card).read_text(encoding="utf-8")
+    assert "classification.tflite sha256" in text and "feature_maps.onnx sha256" in text
+    assert "classification-serving.tar.gz sha256" in text and "for TF Serving" in text
+    serving = hf.artifact_files(Handle.parse("repvgg/a0/classification-serving/1"))
+    assert serving.keras is None and (serving.folder / "saved_model.pb").is_file()
+    assert verify(hf, "repvgg/a0/classification-serving/1").ok
+    tflite = hf.artifact_files(Handle.parse("repvgg/a0/classification/1")).tflite
+    assert tflite.read_bytes() == (built.out_dir / "classification.tflite").read_bytes()

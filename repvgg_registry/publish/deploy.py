@@ -92,8 +92,33 @@ def conversion_failed(target: Path, converter: str, exc: BaseException) -> Build
 
 def write_onnx(folder: Path, target: Path) -> None:
     """``target``: the ONNX model of the SavedModel in ``folder`` (tf2onnx, opset :data:`ONNX_OPSET`),
-    the way ``python -m tf2onnx.convert --saved-model`` does it, so its input and outputs keep the
-    signature's names."""
+    converted in a child process: tf2onnx holds about 40 copies of the weights at its peak (B3g4:
+    12 GB for a 300 MB model, 17 GB inside a process that has already built and converted it), and
+    a process of its own gives all of that back when it ends. A failure is one line, as in-process."""
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", __name__, str(folder), str(target)]
+    proc = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    if proc.returncode == 0 and target.is_file():
+        return
+    target.unlink(missing_ok=True)
+    lines = [line for line in proc.stderr.splitlines() if line.startswith(_FAILED)]
+    if lines:
+        raise BuildError(lines[-1].removeprefix(_FAILED))
+    why = "killed, out of memory?" if proc.returncode < 0 else f"exit code {proc.returncode}"
+    raise BuildError(
+        f"{target.name}: the ONNX conversion stopped ({why}); nothing was written. "
+        "Leave ONNX out with --formats serving,tflite"
+    )
+
+
+_FAILED = "repvgg-registry onnx: "
+
+
+def _convert_onnx(folder: Path, target: Path) -> None:
+    """The conversion itself, the way ``python -m tf2onnx.convert --saved-model`` does it, so its
+    input and outputs keep the signature's names."""
     from tf2onnx import convert, tf_loader
 
     logging.getLogger("tf2onnx").setLevel(logging.ERROR)  # it logs every optimiser pass at INFO
@@ -189,3 +214,13 @@ def runtime_versions(formats: Iterable[str]) -> dict[str, str]:
         with contextlib.suppress(PackageNotFoundError):
             versions[name] = version(name.replace("_", "-"))
     return versions
+
+
+if __name__ == "__main__":  # write_onnx's child: python -m repvgg_registry.publish.deploy SAVED_MODEL TARGET
+    import sys
+
+    try:
+        _convert_onnx(Path(sys.argv[1]), Path(sys.argv[2]))
+    except BuildError as error:
+        print(f"{_FAILED}{error}", file=sys.stderr)
+        raise SystemExit(2) from None

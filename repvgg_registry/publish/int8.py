@@ -18,10 +18,12 @@ import os
 import re
 import warnings
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from ..errors import UsageError, first_line
+
+if TYPE_CHECKING:  # numpy only where images are read: the CLI imports this module to check a folder
+    import numpy as np
 
 #: A calibration folder needs at least this many images (PTQ on fewer gives unstable ranges).
 MIN_IMAGES = 32
@@ -55,6 +57,7 @@ def load_images(files: list[Path], size: int, resize_to: int) -> np.ndarray:
     """Each file decoded, its short side resized to ``resize_to`` (bilinear), centre-cropped to
     ``size`` x ``size``, RGB float32 in [0, 1]: ``[len(files), size, size, 3]``. An unreadable file
     is a one-line :class:`UsageError` naming it."""
+    import numpy as np
     import tensorflow as tf
 
     out = np.empty((len(files), size, size, 3), np.float32)
@@ -79,6 +82,8 @@ def load_images(files: list[Path], size: int, resize_to: int) -> np.ndarray:
 
 def split(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(calibration, held out): every fourth image is held out, at least :data:`MIN_HELD_OUT`."""
+    import numpy as np
+
     held = np.zeros(len(images), bool)
     held[::4] = True
     missing = MIN_HELD_OUT - int(held.sum())
@@ -116,6 +121,8 @@ def agreement(fp32: dict[str, np.ndarray], int8: dict[str, np.ndarray], *, class
     """How the int8 outputs agree with the fp32 ones on the held-out images: the mean (over
     images and outputs) cosine similarity of each image's output, and for a classifier the share
     of images whose top-1 class is the same."""
+    import numpy as np
+
     cosines = []
     for key, reference in fp32.items():
         a = reference.reshape(len(reference), -1).astype(np.float64)
