@@ -162,14 +162,14 @@ def tflite_runner(path: Path, *, threads: int = TFLITE_THREADS) -> Runner:
     default), resizing its input to each batch as a user would."""
     from ai_edge_litert.interpreter import Interpreter
 
-    with _quiet_stderr():  # LiteRT's C++ logs "INFO: Created TensorFlow Lite XNNPACK delegate" to fd 2
+    with quiet_stderr():  # LiteRT's C++ logs "INFO: Created TensorFlow Lite XNNPACK delegate" to fd 2
         interpreter = Interpreter(model_path=str(path), num_threads=threads)
         run = interpreter.get_signature_runner("serving_default")
     return lambda images: {key: np.asarray(value) for key, value in run(images=images).items()}
 
 
 @contextlib.contextmanager
-def _quiet_stderr():
+def quiet_stderr():
     """File descriptor 2 points at /dev/null for the block (C++ logging bypasses sys.stderr)."""
     import sys
 

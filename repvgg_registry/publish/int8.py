@@ -97,7 +97,7 @@ def write_int8(folder: Path, target: Path, calibration: np.ndarray) -> None:
     output kept, calibrated one image at a time on ``calibration``."""
     import tensorflow as tf
 
-    from .deploy import conversion_failed
+    from .deploy import conversion_failed, quiet_stderr
 
     converter = tf.lite.TFLiteConverter.from_saved_model(str(folder), signature_keys=["serving_default"])
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -109,7 +109,8 @@ def write_int8(folder: Path, target: Path, calibration: np.ndarray) -> None:
 
     converter.representative_dataset = representative
     try:
-        with warnings.catch_warnings():  # the converter's calibrator runs tf.lite.Interpreter, which warns
+        # the calibrator runs tf.lite.Interpreter, which warns; the quantizer logs its settings to fd 2
+        with warnings.catch_warnings(), quiet_stderr():
             warnings.filterwarnings("ignore", message=r".*tf\.lite\.Interpreter is deprecated")
             target.write_bytes(converter.convert())
     except Exception as exc:
