@@ -6,6 +6,11 @@ each ``bash`` and ``python`` block runs in document order: bash lines through ``
 processes. The Hugging Face snippets run against the in-repo stand-in (``HF_ENDPOINT``), since the real
 hub cannot be reached here. A block may be left out only with a ``<!-- not run by ...: reason -->``
 comment right above it: the install lines (which CI itself runs) and the benchmarks.
+
+The first command makes every deployment file, as on a fresh machine (and the snippets that load
+version 1's ``.tflite`` and ``.onnx`` use them); the commands after it run with
+``REPVGG_REGISTRY_FORMATS=none`` unless they pass ``--formats`` themselves, since converting again
+for each later build (about 40 s each) proves nothing new: ``tests/test_deploy.py`` covers the formats.
 """
 
 from __future__ import annotations
@@ -89,6 +94,7 @@ def test_every_readme_snippet_runs(tmp_path):
         prefix = "python3 -m venv .venv && .venv/bin/pip install -e . && .venv/bin/"
         assert first.startswith(prefix), first
         run(["bash", "-c", first[len(prefix) :]], "the README's first command")
+        env["REPVGG_REGISTRY_FORMATS"] = "none"
         for lang, code, reason in blocks:
             if reason or lang not in ("bash", "python"):
                 continue
