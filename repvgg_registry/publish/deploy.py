@@ -31,6 +31,7 @@ import tensorflow as tf
 
 from ..errors import BuildError, first_line
 from .formats import INT8, ONNX, SERVING, TFLITE
+from .frozen import freeze_serving
 
 ONNX_OPSET = 17
 #: The LiteRT interpreter's threads in the build's check (the machine's 2 cores).
@@ -45,28 +46,15 @@ ONNX_EXTRA = "pip install 'repvgg-registry[onnx]'"
 Runner = Callable[[np.ndarray], dict[str, np.ndarray]]
 
 
-def _signature(folder: Path):
-    """The ``serving_default`` of the SavedModel in ``folder``. The loaded object rides along on
-    the function: its variables are deleted with it, and a signature alone does not keep it."""
-    loaded = tf.saved_model.load(str(folder))
-    signature = loaded.signatures["serving_default"]
-    signature._repvgg_loaded = loaded
-    return signature
-
-
 def write_serving(folder: Path, target: Path) -> None:
-    """``target``: the SavedModel in ``folder`` with every variable a graph constant and only
-    ``serving_default``, returning the same dict."""
-    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
-
-    original = _signature(folder)
-    frozen = convert_variables_to_constants_v2(original)
-    structure = original.structured_outputs
-    spec = next(iter(original.structured_input_signature[1].values()))
+    """``target``: the SavedModel in ``folder`` with every variable a graph constant
+    (:func:`~.frozen.freeze_serving`, saved) and only ``serving_default``, returning the same dict."""
+    frozen = freeze_serving(folder)
+    (spec,) = frozen.inputs.values()
 
     @tf.function(input_signature=[tf.TensorSpec(spec.shape, spec.dtype, name="images")])
     def serve(images):
-        return tf.nest.pack_sequence_as(structure, frozen(images))
+        return frozen(images)
 
     tf.saved_model.save(tf.Module(), str(target), signatures={"serving_default": serve})
     if (folder / "assets").is_dir():  # the classifier's labels.txt, which metadata.json points at
@@ -152,10 +140,19 @@ def _convert_onnx(folder: Path, target: Path) -> None:
 WRITERS: dict[str, Callable[[Path, Path], None]] = {SERVING: write_serving, TFLITE: write_tflite, ONNX: write_onnx}
 
 
-def savedmodel_runner(folder: Path) -> Runner:
-    """``images -> {output key: array}`` through a SavedModel's ``serving_default``."""
-    signature = _signature(folder)
-    return lambda images: {key: value.numpy() for key, value in signature(images=tf.constant(images)).items()}
+class SavedModelRunner:
+    """``images -> {output key: array}`` through a SavedModel's ``serving_default``. It holds the
+    loaded object: a signature alone does not keep it, and its variables go with it."""
+
+    def __init__(self, folder: Path) -> None:
+        self.loaded = tf.saved_model.load(str(folder))
+        self.signature = self.loaded.signatures["serving_default"]
+
+    def __call__(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        return {key: value.numpy() for key, value in self.signature(images=tf.constant(images)).items()}
+
+
+savedmodel_runner = SavedModelRunner  # named like the other runners: RUNNERS[fmt](path)
 
 
 def tflite_runner(path: Path, *, threads: int = TFLITE_THREADS) -> Runner:

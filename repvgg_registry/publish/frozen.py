@@ -23,7 +23,7 @@ Results are the same either way.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,32 +33,39 @@ import tensorflow as tf
 from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
 
-def freeze_serving(model: str | Path | Any, *, signature: str = "serving_default") -> Callable[..., dict]:
-    """Load ``model`` (a SavedModel folder, or an object from ``tf.saved_model.load``) and return
-    its ``signature`` with every variable folded into a constant.
+@dataclass(frozen=True)
+class FrozenSignature:
+    """A signature with every variable folded into a constant, called like the original:
+    ``frozen(images=batch)`` (or positionally, in the signature's order) returns the same dict
+    (``{"logits": ...}`` or ``{"feature_vector": ...}``) with the same values. Numpy arrays and lists
+    work, as with ``serving_default`` (the frozen ConcreteFunction itself wants tensors)."""
 
-    The result is called like the signature, ``frozen(images=batch)``, and returns the same dict
-    (``{"logits": ...}`` or ``{"feature_vector": ...}``) with the same values.
-    """
+    function: Any  #: the ConcreteFunction: no variable reads left in its graph
+    structure: Any  #: the original's ``structured_outputs``
+    inputs: dict[str, tf.TensorSpec]  #: the original's keyword inputs, in order
+
+    @property
+    def graph(self) -> tf.Graph:
+        """For inspection: every conv filter in it is a constant."""
+        return self.function.graph
+
+    def __call__(self, *args, **kwargs) -> dict:
+        kwargs.update(zip(self.inputs, args, strict=False))
+        tensors = {name: tf.convert_to_tensor(value, dtype=self.inputs[name].dtype) for name, value in kwargs.items()}
+        return tf.nest.pack_sequence_as(self.structure, self.function(**tensors))
+
+
+def freeze_serving(model: str | Path | Any, *, signature: str = "serving_default") -> FrozenSignature:
+    """Load ``model`` (a SavedModel folder, or an object from ``tf.saved_model.load``) and return
+    its ``signature`` with every variable folded into a constant (:class:`FrozenSignature`)."""
     loaded = tf.saved_model.load(str(Path(model).expanduser())) if isinstance(model, (str, Path)) else model
     try:
         original = loaded.signatures[signature]
     except KeyError:
         names = ", ".join(sorted(loaded.signatures)) or "none"
         raise ValueError(f"no signature {signature!r} in the SavedModel (it has: {names})") from None
-    frozen = convert_variables_to_constants_v2(original)
-    structure = original.structured_outputs
-    input_names = [spec.name for spec in original.structured_input_signature[1].values()]
-
-    dtypes = {name: spec.dtype for name, spec in original.structured_input_signature[1].items()}
-
-    def call(*args, **kwargs) -> dict:
-        if args:  # positional, in the signature's order, like the original accepts
-            kwargs.update(zip(input_names, args, strict=False))
-        # numpy arrays and lists work, as with serving_default (a frozen ConcreteFunction wants tensors)
-        kwargs = {name: tf.convert_to_tensor(value, dtype=dtypes.get(name)) for name, value in kwargs.items()}
-        outputs = frozen(**kwargs)
-        return tf.nest.pack_sequence_as(structure, outputs)
-
-    call.graph = frozen.graph  # for inspection: no variable reads left in it
-    return call
+    return FrozenSignature(
+        function=convert_variables_to_constants_v2(original),
+        structure=original.structured_outputs,
+        inputs=dict(original.structured_input_signature[1]),
+    )
