@@ -48,7 +48,7 @@ from .hub_module import RepVGGHubModule
 from .int8 import agreement, calibration_files, load_images, split, write_int8
 from .labels import IMAGENET, ClassNames, class_names
 from .release import staged_files
-from .tasks import FEATURE_MAPS, KERAS_TASKS, OUTPUT_KEYS, SERVING_SUFFIX, TASKS, TRAIN, describe_output
+from .tasks import FEATURE_MAPS, KERAS_TASKS, OUTPUT_KEYS, TASKS, TRAIN, describe_output, serving_task
 
 LICENSE = "MIT"
 #: A ``.keras`` file and the SavedModel of its task hold the same fused weights in two
@@ -102,7 +102,7 @@ class BuildResult:
             ]
             + [
                 {
-                    "task": task if fmt != SERVING else f"{task}{SERVING_SUFFIX}",
+                    "task": task if fmt != SERVING else serving_task(task),
                     "path": str(path),
                     "params": self.metadata[task]["params"],
                     "output": describe_output(self.metadata[task]["output"]),
@@ -357,7 +357,7 @@ def _check_deployed(
 def deployed_paths(folder: Path, task: str, formats: tuple[str, ...]) -> dict[str, Path]:
     """``{format: path}`` of the files each format makes of ``task`` in a build ``folder``."""
     files = staged_files(folder, task)
-    where = {SERVING: folder / f"{task}{SERVING_SUFFIX}", TFLITE: files.tflite, ONNX: files.onnx}
+    where = {SERVING: folder / serving_task(task), TFLITE: files.tflite, ONNX: files.onnx}
     return {fmt: where[fmt] for fmt in formats}
 
 
@@ -564,7 +564,7 @@ def _int8_record(folder: Path, path: Path, held_out: np.ndarray, calibrated: int
 
 def serving_metadata(meta: dict) -> dict:
     """metadata.json of ``<task>-serving/``: its task's, as an inference-only SavedModel."""
-    task = f"{meta['task']}{SERVING_SUFFIX}"
+    task = serving_task(meta["task"])
     serving = {k: v for k, v in meta.items() if k != "deploy"}
     check = meta["deploy"][SERVING]
     return {

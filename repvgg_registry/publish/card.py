@@ -7,7 +7,7 @@ import re
 
 from ..errors import one_line
 from .int8 import QUANTIZATION_WARNING
-from .tasks import FEATURE_MAPS, OUTPUT_KEYS, base_task
+from .tasks import FEATURE_MAPS, OUTPUT_KEYS, base_task, serving_task
 
 #: The one wording of the random-weights warning, on cards and on the served page.
 RANDOM_WEIGHTS_BANNER = "random weights, for pipeline tests only; the reference accuracy does not apply"
@@ -269,7 +269,8 @@ def deploy_section(meta: dict, handle: str | None = None) -> str:
     task = meta["task"]
     key = OUTPUT_KEYS[task][0]
     files = {
-        "serving": f"{handle.rsplit('/', 2)[0]}/{task}-serving" if handle else f"{task}-serving/",
+        # a hub's TF Serving base path: the serving task's folder, whose children are the versions
+        "serving": f"{handle.rsplit('/', 2)[0]}/{serving_task(task)}" if handle else f"{serving_task(task)}/",
         "tflite": f"{handle}.tflite" if handle else f"{task}.tflite",
         "onnx": f"{handle}.onnx" if handle else f"{task}.onnx",
     }

@@ -21,7 +21,15 @@ TASKS = ("feature_vector", "classification", FEATURE_MAPS)
 TRAIN = "train"
 #: ``<task>-serving``: the inference-only SavedModel of a task (publish/deploy.py's ``serving`` format).
 SERVING_SUFFIX = "-serving"
-SERVING_TASKS = tuple(f"{task}{SERVING_SUFFIX}" for task in TASKS)
+
+
+def serving_task(task: str) -> str:
+    """The inference-only task of ``task``: ``classification-serving`` for ``classification``; its
+    folder in a build and its handle's task in a hub (the one owner of that naming)."""
+    return f"{task}{SERVING_SUFFIX}"
+
+
+SERVING_TASKS = tuple(serving_task(task) for task in TASKS)
 #: The tasks with a ``.keras`` file: the fused three and the train form.
 KERAS_TASKS = (*TASKS, TRAIN)
 RELEASE_TASKS = (*KERAS_TASKS, *SERVING_TASKS)
@@ -38,7 +46,7 @@ OUTPUT_KEYS: dict[str, tuple[str, ...]] = {
     "classification": ("logits",),
     FEATURE_MAPS: FEATURE_KEYS,
 }
-OUTPUT_KEYS.update({f"{task}{SERVING_SUFFIX}": OUTPUT_KEYS[task] for task in TASKS})
+OUTPUT_KEYS.update({serving_task(task): OUTPUT_KEYS[task] for task in TASKS})
 
 
 def base_task(task: str) -> str:
