@@ -120,10 +120,30 @@ class Prepared:
     timm_fused: torch.nn.Module  # channels_last
 
 
+_BUILD = """
+import sys
+from repvgg_registry.publish.build import build_artifacts
+from repvgg_registry.publish.formats import DEPLOY_FORMATS
+variant, out, weights, int8 = sys.argv[1:]
+build_artifacts(variant, out, weights=weights, formats=DEPLOY_FORMATS, int8_calibration=int8 or None)
+"""
+
+
+def _build_in_child(variant: str, out: Path, weights: Path, int8_calibration: str | None) -> None:
+    """``build_artifacts`` with every format, in a process of its own: a big variant's build peaks
+    near 19 GB (B3g4) and TensorFlow keeps what it allocated, so in this process the runners would
+    find no memory left (B3g4 was killed for memory here)."""
+    import subprocess
+
+    command = [sys.executable, "-c", _BUILD, variant, str(out), str(weights), int8_calibration or ""]
+    proc = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    if proc.returncode != 0:
+        raise RuntimeError(f"the {variant} build failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+
+
 def prepare(variant: str, size: int, workdir: Path, int8_calibration: str | None = None) -> Prepared:
     """Random timm weights (seed 0) -> checkpoint -> our published SavedModels, and timm's fused
     model -> ONNX; files are reused from workdir when present."""
-    from repvgg_registry.publish.build import build_artifacts
     from repvgg_registry.variants import get_variant
 
     spec = get_variant(variant)
@@ -142,9 +162,7 @@ def prepare(variant: str, size: int, workdir: Path, int8_calibration: str | None
 
     out = workdir / f"{variant}-artifacts"
     if not out.exists():
-        from repvgg_registry.publish.formats import DEPLOY_FORMATS
-
-        build_artifacts(spec, out, weights=str(ckpt), formats=DEPLOY_FORMATS, int8_calibration=int8_calibration)
+        _build_in_child(variant, out, ckpt, int8_calibration)
     onnx_path = workdir / f"{variant}.onnx"
     if not onnx_path.exists():
         torch.onnx.export(

@@ -1,6 +1,8 @@
 """Where the time goes, conv by conv: oneDNN's kernel time for each conv of our published
 SavedModel (its serving signature as loaded, and frozen in memory with ``freeze_serving``) next to
-onnxruntime's kernel time for the same conv of timm's fused model, plus each one's wall time per call.
+onnxruntime's kernel time for the same conv of timm's fused model and of our own ``classification.onnx``,
+plus each one's wall time per call, and for both ONNX graphs the kernel time by op type (what runs
+besides the convs: our graph takes NHWC images in [0, 1], so it holds a transpose and the normalisation).
 
     python benchmarks/kernels.py --variant A0 --batch 1
 
@@ -29,7 +31,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 CONV_OPS = {"Conv", "FusedConv", "NhwcFusedConv"}
-RUNS = ("tf", "tf_frozen", "ort")
+RUNS = ("tf", "tf_frozen", "ort", "ort_ours")
 WARMUP_CALLS = 3  # untimed calls before the timed ones, in every child
 
 
@@ -93,9 +95,11 @@ def _child_ort(args: argparse.Namespace) -> dict:
     import numpy as np
     from common import ort_session, sample_batch
 
-    images = np.ascontiguousarray(sample_batch(args.batch, args.size).transpose(0, 3, 1, 2))
     # One session at a time: an idle session's spinning threads would steal the other's cores.
     session = ort_session(Path(args.model), args.threads)
+    images = sample_batch(args.batch, args.size)  # NHWC, as our graph takes it; timm's takes NCHW
+    if session.get_inputs()[0].shape[-1] != 3:
+        images = np.ascontiguousarray(images.transpose(0, 3, 1, 2))
     for _ in range(WARMUP_CALLS):
         session.run(None, {"images": images})
     start = time.perf_counter()
@@ -110,14 +114,26 @@ def _child_ort(args: argparse.Namespace) -> dict:
         for _ in range(WARMUP_CALLS + args.calls):
             profiled.run(None, {"images": images})
         events = json.loads(Path(profiled.end_profiling()).read_text())
-    convs = [
-        e["dur"] / 1e3
-        for e in events
-        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time") and e["args"].get("op_name") in CONV_OPS
-    ]
+    nodes = [e for e in events if e.get("cat") == "Node" and e["name"].endswith("_kernel_time")]
+    convs = [e["dur"] / 1e3 for e in nodes if e["args"].get("op_name") in CONV_OPS]
     # The profiler also saw the warm-up calls: keep the last `calls` runs.
     recorded = WARMUP_CALLS + args.calls
-    return {"wall_ms": wall * 1e3, "conv_ms": _per_layer(convs, recorded_calls=recorded, keep=args.calls)}
+    kept = nodes[-(len(nodes) // recorded) * args.calls :]
+    op_ms: dict[str, float] = {}
+    for event in kept:
+        op = event["args"].get("op_name", "?")
+        op_ms[op] = op_ms.get(op, 0.0) + event["dur"] / 1e3 / args.calls
+    return {
+        "wall_ms": wall * 1e3,
+        "conv_ms": _per_layer(convs, recorded_calls=recorded, keep=args.calls),
+        "op_ms": op_ms,
+    }
+
+
+def _median_ops(rounds: list[dict[str, float]]) -> dict[str, float]:
+    """Per op type, the median over rounds of its kernel ms per call (0 in a round without it)."""
+    names = {op for r in rounds for op in r}
+    return {op: statistics.median(r.get(op, 0.0) for r in rounds) for op in names}
 
 
 def _per_layer(times: list[float], *, recorded_calls: int, keep: int) -> list[float]:
@@ -170,7 +186,11 @@ def main(argv=None) -> int:
     plans = spec.layers()
     with tempfile.TemporaryDirectory(prefix="repvgg-kernels-") as tmp:
         prepared = prepare(args.variant, args.size, Path(tmp))
-        models = {"tf": prepared.artifacts / "classification", "ort": prepared.onnx}
+        models = {
+            "tf": prepared.artifacts / "classification",
+            "ort": prepared.onnx,
+            "ort_ours": prepared.artifacts / "classification.onnx",
+        }
         models["tf_frozen"] = models["tf"]
         samples: dict[str, list[dict]] = {kind: [] for kind in RUNS}
         for _ in range(args.rounds):
@@ -187,8 +207,8 @@ def main(argv=None) -> int:
 
     rows, records = [], []
     size = args.size
-    columns = zip(plans, layer_macs(spec, args.size), layers["tf"], layers["tf_frozen"], layers["ort"], strict=True)
-    for plan, macs, tf_ms, frozen_ms, ort_ms in columns:
+    columns = zip(plans, layer_macs(spec, args.size), *(layers[kind] for kind in RUNS), strict=True)
+    for plan, macs, tf_ms, frozen_ms, ort_ms, ours_ms in columns:
         size = -(-size // plan.stride)
         gflop = 2 * args.batch * macs / 1e9
         records.append(
@@ -199,6 +219,7 @@ def main(argv=None) -> int:
                 "tf_ms": tf_ms,
                 "tf_frozen_ms": frozen_ms,
                 "ort_ms": ort_ms,
+                "ort_ours_ms": ours_ms,
             }
         )
         rows.append(
@@ -208,6 +229,7 @@ def main(argv=None) -> int:
                 f"{tf_ms:.3f} ({gflop / tf_ms * 1e3:.0f})",
                 f"{frozen_ms:.3f} ({gflop / frozen_ms * 1e3:.0f})",
                 f"{ort_ms:.3f} ({gflop / ort_ms * 1e3:.0f})",
+                f"{ours_ms:.3f} ({gflop / ours_ms * 1e3:.0f})",
                 f"{tf_ms / ort_ms:.2f}",
             ]
         )
@@ -215,19 +237,40 @@ def main(argv=None) -> int:
     sums = {kind: sum(values) for kind, values in layers.items()}
     rows.append(
         ["all convs", f"{total_gflop:.2f} GFLOP"]
-        + [f"{sums[k]:.2f} ({total_gflop / sums[k] * 1e3:.0f})" for k in ("tf", "tf_frozen", "ort")]
+        + [f"{sums[k]:.2f} ({total_gflop / sums[k] * 1e3:.0f})" for k in RUNS]
         + [f"{sums['tf'] / sums['ort']:.2f}"]
     )
-    rows.append(
-        ["wall per call", ""]
-        + [f"{walls[k]:.2f}" for k in ("tf", "tf_frozen", "ort")]
-        + [f"{walls['tf'] / walls['ort']:.2f}"]
-    )
+    rows.append(["wall per call", ""] + [f"{walls[k]:.2f}" for k in RUNS] + [f"{walls['tf'] / walls['ort']:.2f}"])
     print_table(
         f"{args.variant} conv kernels at batch {args.batch}, {args.size}x{args.size}, {args.threads} threads:"
         " ms per call (GFLOP/s), median of rounds",
-        ["layer", "conv", "TF oneDNN", "TF oneDNN, frozen serving", "onnxruntime", "TF / ort"],
+        ["layer", "conv", "TF oneDNN", "TF oneDNN, frozen serving", "ort: timm's", "ort: ours", "TF / ort"],
         rows,
+    )
+    ops = {kind: _median_ops([s["op_ms"] for s in samples[kind]]) for kind in ("ort", "ort_ours")}
+    print_table(
+        f"{args.variant} in onnxruntime at batch {args.batch}: kernel ms per call by op type, median of rounds",
+        ["op type", "timm's ONNX", "our ONNX", "ours - timm's"],
+        [
+            [
+                op,
+                f"{ops['ort'].get(op, 0.0):.3f}",
+                f"{ops['ort_ours'].get(op, 0.0):.3f}",
+                f"{ops['ort_ours'].get(op, 0.0) - ops['ort'].get(op, 0.0):+.3f}",
+            ]
+            for op in sorted(
+                set(ops["ort"]) | set(ops["ort_ours"]),
+                key=lambda o: -max(ops["ort"].get(o, 0), ops["ort_ours"].get(o, 0)),
+            )
+        ]
+        + [
+            [
+                "all ops",
+                f"{sum(ops['ort'].values()):.3f}",
+                f"{sum(ops['ort_ours'].values()):.3f}",
+                f"{sum(ops['ort_ours'].values()) - sum(ops['ort'].values()):+.3f}",
+            ]
+        ],
     )
     write_json(
         f"kernels-{args.variant}-b{args.batch}",
@@ -236,6 +279,7 @@ def main(argv=None) -> int:
             "layers": records,
             "conv_ms_total": sums,
             "wall_ms": walls,
+            "op_ms": ops,
         },
         args.json,
     )

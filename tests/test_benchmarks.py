@@ -76,7 +76,8 @@ def test_publish_benchmark_smoke(tmp_path):
 
 
 def test_kernel_benchmark_smoke(tmp_path):
-    """Per-conv kernel times from oneDNN's verbose log and onnxruntime's profiler, one per layer."""
+    """Per-conv kernel times from oneDNN's verbose log and onnxruntime's profiler (timm's ONNX and
+    ours), one per layer, and both ONNX graphs' kernel time by op type."""
     data = _run(
         "kernels.py",
         *("--variant", "A0", "--batch", "1", "--size", "64", "--rounds", "1", "--calls", "2"),
@@ -86,11 +87,16 @@ def test_kernel_benchmark_smoke(tmp_path):
 
     assert [row["layer"] for row in data["layers"]] == [plan.name for plan in get_variant("A0").layers()]
     for row in data["layers"]:
-        assert row["gflop"] > 0 and row["tf_ms"] > 0 and row["tf_frozen_ms"] > 0 and row["ort_ms"] > 0, row
-    assert set(data["wall_ms"]) == {"tf", "tf_frozen", "ort"} and min(data["wall_ms"].values()) > 0
+        assert row["gflop"] > 0 and min(row[c] for c in ("tf_ms", "tf_frozen_ms", "ort_ms", "ort_ours_ms")) > 0, row
+    assert set(data["wall_ms"]) == {"tf", "tf_frozen", "ort", "ort_ours"} and min(data["wall_ms"].values()) > 0
+    # both graphs' convs are in their op tables; ours also holds the NHWC transpose timm's has no need of
+    for kind in ("ort", "ort_ours"):
+        convs = sum(ms for op, ms in data["op_ms"][kind].items() if op in ("Conv", "FusedConv", "NhwcFusedConv"))
+        assert convs == pytest.approx(data["conv_ms_total"][kind])
+    assert "Transpose" in data["op_ms"]["ort_ours"] and "Transpose" not in data["op_ms"]["ort"]
     # The totals are the sums of the per-layer columns (no timing bound here: the profiled calls and the
     # wall-clock calls are different runs, and on a shared 2-core host either can be the slower).
-    columns = {"tf": "tf_ms", "tf_frozen": "tf_frozen_ms", "ort": "ort_ms"}
+    columns = {"tf": "tf_ms", "tf_frozen": "tf_frozen_ms", "ort": "ort_ms", "ort_ours": "ort_ours_ms"}
     assert set(data["conv_ms_total"]) == set(columns)
     for kind, column in columns.items():
         assert data["conv_ms_total"][kind] == pytest.approx(sum(row[column] for row in data["layers"]))
