@@ -120,22 +120,18 @@ class Prepared:
     timm_fused: torch.nn.Module  # channels_last
 
 
-_BUILD = """
-import sys
-from repvgg_registry.publish.build import build_artifacts
-from repvgg_registry.publish.formats import DEPLOY_FORMATS
-variant, out, weights, int8 = sys.argv[1:]
-build_artifacts(variant, out, weights=weights, formats=DEPLOY_FORMATS, int8_calibration=int8 or None)
-"""
-
-
 def _build_in_child(variant: str, out: Path, weights: Path, int8_calibration: str | None) -> None:
-    """``build_artifacts`` with every format, in a process of its own: a big variant's build peaks
-    near 19 GB (B3g4) and TensorFlow keeps what it allocated, so in this process the runners would
-    find no memory left (B3g4 was killed for memory here)."""
+    """``repvgg-registry build`` with every format, in a process of its own: a big variant's build
+    peaks near 19 GB (B3g4) and TensorFlow keeps what it allocated, so in this process the runners
+    would find no memory left (B3g4 was killed for memory here)."""
     import subprocess
 
-    command = [sys.executable, "-c", _BUILD, variant, str(out), str(weights), int8_calibration or ""]
+    from repvgg_registry.publish.formats import DEPLOY_FORMATS
+
+    command = [sys.executable, "-m", "repvgg_registry.cli", "build", variant, "--weights", str(weights)]
+    command += ["--out", str(out), "--formats", ",".join(DEPLOY_FORMATS)]
+    if int8_calibration:
+        command += ["--int8-calibration", int8_calibration]
     proc = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     if proc.returncode != 0:
         raise RuntimeError(f"the {variant} build failed ({proc.returncode}):\n{proc.stderr[-3000:]}")

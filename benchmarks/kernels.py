@@ -248,29 +248,17 @@ def main(argv=None) -> int:
         rows,
     )
     ops = {kind: _median_ops([s["op_ms"] for s in samples[kind]]) for kind in ("ort", "ort_ours")}
+    timm_ops, our_ops = ops["ort"], ops["ort_ours"]
+
+    def op_row(name: str, timm_ms: float, our_ms: float) -> list[str]:
+        return [name, f"{timm_ms:.3f}", f"{our_ms:.3f}", f"{our_ms - timm_ms:+.3f}"]
+
+    names = sorted(set(timm_ops) | set(our_ops), key=lambda op: -max(timm_ops.get(op, 0.0), our_ops.get(op, 0.0)))
     print_table(
         f"{args.variant} in onnxruntime at batch {args.batch}: kernel ms per call by op type, median of rounds",
         ["op type", "timm's ONNX", "our ONNX", "ours - timm's"],
-        [
-            [
-                op,
-                f"{ops['ort'].get(op, 0.0):.3f}",
-                f"{ops['ort_ours'].get(op, 0.0):.3f}",
-                f"{ops['ort_ours'].get(op, 0.0) - ops['ort'].get(op, 0.0):+.3f}",
-            ]
-            for op in sorted(
-                set(ops["ort"]) | set(ops["ort_ours"]),
-                key=lambda o: -max(ops["ort"].get(o, 0), ops["ort_ours"].get(o, 0)),
-            )
-        ]
-        + [
-            [
-                "all ops",
-                f"{sum(ops['ort'].values()):.3f}",
-                f"{sum(ops['ort_ours'].values()):.3f}",
-                f"{sum(ops['ort_ours'].values()) - sum(ops['ort'].values()):+.3f}",
-            ]
-        ],
+        [op_row(op, timm_ops.get(op, 0.0), our_ops.get(op, 0.0)) for op in names]
+        + [op_row("all ops", sum(timm_ops.values()), sum(our_ops.values()))],
     )
     write_json(
         f"kernels-{args.variant}-b{args.batch}",

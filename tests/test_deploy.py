@@ -220,7 +220,7 @@ def test_serving_handle_loads_in_tensorflow_hub_over_http(published, built, tmp_
     model = tf_keras.Sequential([tf_keras.Input((None, None, 3)), layer])
     images = _images(224, 224, seed=6)
     expected = savedmodel_runner(built.out_dir / "classification")(images)["logits"]
-    diff, _, tol = compare_outputs(expected, model(images).numpy(), rtol=1e-5)
+    diff, _, tol = compare_outputs(expected, model(images).numpy(), rtol=deploy.DEPLOY_RTOL[formats.SERVING])
     assert diff <= tol
     with urllib.request.urlopen(f"{url}/repvgg/a0/classification-serving/1") as response:
         page = response.read().decode()
