@@ -13,10 +13,8 @@ neither knows about the other.
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
-import socket
 import threading
 import time
 import warnings
@@ -26,6 +24,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from .errors import HubUnreachableError, first_line
+from .network import unreachable_reason
 from .settings import seconds_from_env
 
 T = TypeVar("T")
@@ -109,23 +108,6 @@ class _Scope:
 _SCOPE = _Scope()
 
 
-def _unreachable(exc: BaseException) -> str | None:
-    """Why a connect failed, if it is a failure that a retry cannot mend within seconds: a host name
-    that does not resolve, a refused connection, no route to the network."""
-    seen = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, socket.gaierror):
-            return f"the host name does not resolve ({first_line(current)})"
-        if isinstance(current, ConnectionRefusedError):
-            return f"the connection was refused ({first_line(current)})"
-        if isinstance(current, OSError) and current.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH):
-            return f"the network is unreachable ({first_line(current)})"
-        current = current.__cause__ or current.__context__
-    return None
-
-
 def _clamped(timeouts: object, limit: float) -> dict:
     given = timeouts if isinstance(timeouts, dict) else {}
     return {
@@ -160,7 +142,7 @@ def _guard(client):
             raise _NoRetry("timeout", f"no answer within {settings.timeout_s:g} s") from None
         except httpx2.TransportError as exc:
             _SCOPE.failed(started)
-            reason = _unreachable(exc)
+            reason = unreachable_reason(exc)
             if reason is not None:
                 raise _NoRetry("unreachable", reason) from None
             raise
@@ -238,7 +220,7 @@ def _classify(exc: BaseException, settings: NetworkSettings) -> tuple[str | None
     if isinstance(exc, httpx2.TimeoutException):
         return "retry", f"no answer within {settings.timeout_s:g} s"
     if isinstance(exc, httpx2.TransportError):
-        reason = _unreachable(exc)
+        reason = unreachable_reason(exc)
         return ("final", reason) if reason else ("retry", first_line(exc))
     if isinstance(exc, (ConnectionError, TimeoutError)):
         return "retry", first_line(exc)

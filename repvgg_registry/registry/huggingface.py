@@ -52,10 +52,9 @@ from ..hf_client import (
     offline_message,
     quiet_hf,
 )
-from ..publish.card import RANDOM_WEIGHTS_BANNER, custom_model_text, is_custom, markdown_text, yaml_header
+from ..publish.card import RANDOM_WEIGHTS_BANNER, markdown_text, yaml_header
 from ..publish.int8 import QUANTIZATION_WARNING
-from ..publish.labels import IMAGENET, NUM_IMAGENET_CLASSES
-from ..publish.release import CONVERTED_ROLES, ArtifactFiles, artifact_files, primary_record, read_staged
+from ..publish.release import ArtifactFiles, artifact_files, primary_record, read_staged
 from ..publish.tasks import (
     ABSENT_IN_OLDER_VERSIONS,
     FEATURE_MAPS,
@@ -65,14 +64,24 @@ from ..publish.tasks import (
     TRAIN,
     output_width,
 )
+from .card_parts import (
+    card_meta,
+    custom_section,
+    digest_rows,
+    imagenet_head,
+    markdown_digest,
+    model_title,
+    staged_labels,
+)
 from .hub import (
     DEFAULT_NAMESPACE,
     Handle,
     Hub,
     VersionInfo,
+    hosted_name,
+    shadowed_variant,
     validate_name,
     validate_version,
-    variant_named,
 )
 
 SCHEME = "hf://"
@@ -90,8 +99,6 @@ _HF_NAME = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,94}[A-Za-z0-9_])?")
 HF_REPO_RULE = (
     "a Hugging Face repo name cannot end with '-', '.' or '.git' nor hold '--' or '..'; choose another --name"
 )
-#: The prefix of a variant's own repo (``repvgg-a0``): a custom name may not take one of those
-_VARIANT_REPO_PREFIX = "repvgg-"
 
 
 # ----- the hub -----------------------------------------------------------------------------
@@ -146,12 +153,9 @@ def validate_hf_namespace(namespace: str) -> str:
 
 
 def repo_id_for(namespace: str, model: str) -> str:
-    """The Hugging Face repo of ``model``, the one owner of that rule (reads, preflight and publish
-    all ask here, so they cannot disagree): a variant's own name keeps ``<namespace>/repvgg-<variant>``,
-    where its releases have always been and where a bare ``a0`` would say nothing on the hub; any other
-    model name (``--name digits``) is a repo of its own, ``<namespace>/<name>``, as the user chose it."""
-    key = model.lower()
-    return f"{namespace}/{_VARIANT_REPO_PREFIX}{key}" if variant_named(key) else f"{namespace}/{key}"
+    """The Hugging Face repo of ``model``: ``<namespace>/<hosted name>`` (:func:`hosted_name`: reads,
+    preflight and publish all ask there, so they cannot disagree)."""
+    return f"{namespace}/{hosted_name(model)}"
 
 
 class HuggingFaceHub(Hub):
@@ -226,10 +230,7 @@ class HuggingFaceHub(Hub):
         """:meth:`_repo`, refusing a custom name that is a variant's repo name (``repvgg-a0``): it
         would land in RepVGG-A0's own repo, among the versions of another model."""
         repo_id = self._repo(model)
-        key = model.lower()
-        shadowed = (
-            variant_named(key.removeprefix(_VARIANT_REPO_PREFIX)) if key.startswith(_VARIANT_REPO_PREFIX) else None
-        )
+        shadowed = shadowed_variant(model)
         if shadowed is not None:
             raise InvalidNameError(
                 "model name",
@@ -414,7 +415,7 @@ class HuggingFaceHub(Hub):
         key = validate_name(variant.lower(), "model name")
         repo_id = self._writable_repo(key)
         manifests = read_staged(staged)  # before anything reaches the hub
-        labels = _staged_labels(staged)
+        labels = staged_labels(staged)
         self._call(
             f"create_repo({repo_id})",
             lambda: self.api.create_repo(repo_id, private=self.private, exist_ok=True),
@@ -439,7 +440,7 @@ class HuggingFaceHub(Hub):
             lambda: self.api.create_commit(
                 repo_id,
                 operations=operations,
-                commit_message=f"{_title(key, manifests)} v{version}",
+                commit_message=f"{model_title(key, manifests)} v{version}",
                 commit_description="Published by repvgg-registry.",
                 parent_commit=parent,
             ),
@@ -469,44 +470,7 @@ def _download_patterns(task: str) -> list[str]:
     return patterns + [path.as_posix() for role, path in files.roles().items() if role != "folder"]
 
 
-def _staged_labels(staged: Path) -> tuple[str, ...]:
-    """The class names of a staged release (``classification/assets/labels.txt``, one a line), for
-    the card of a custom model; () when the file is missing or unreadable (the card then names none)."""
-    try:
-        text = (staged / "classification" / "assets" / "labels.txt").read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
-        return ()
-    return tuple(line for line in text.splitlines() if line.strip())
-
-
 # ----- the model card ----------------------------------------------------------------------
-_SHA256 = re.compile(r"[0-9a-f]{64}")
-
-
-def _markdown_digest(value: object) -> str:
-    """A sha256 as code, anything else (or nothing) as inert text."""
-    if value is None or value == "":
-        return "-"
-    text = str(value)
-    return f"`{text}`" if _SHA256.fullmatch(text) else markdown_text(text)
-
-
-def _digest_rows(manifests: dict[str, dict]) -> str:
-    """The card's sha256 rows: the ``.keras`` files first (the Keras 3 route), then the
-    TF Hub archives, the LiteRT and ONNX files and the serving SavedModels' archives, each as its
-    manifest records it."""
-
-    def row(record: dict) -> str:
-        return f"| {record['name']} sha256 | {_markdown_digest(record['sha256'])} |"
-
-    present = [task for task in RELEASE_TASKS if task in manifests]
-    rows = [row(manifests[task]["keras"]) for task in present if "keras" in manifests[task]]
-    rows += [row(manifests[task]["archive"]) for task in present if task in TASKS]
-    rows += [row(manifests[task][role]) for role in CONVERTED_ROLES for task in present if role in manifests[task]]
-    rows += [row(manifests[task]["archive"]) for task in present if task in SERVING_TASKS]
-    return "\n".join(rows)
-
-
 def _deploy_bullets(manifests: dict[str, dict]) -> str:
     """The card's lines on the deployment files this version has (none: nothing)."""
 
@@ -532,38 +496,6 @@ def _deploy_bullets(manifests: dict[str, dict]) -> str:
     return intro + "\n".join(lines) + "\n\n"
 
 
-def _base_variant(model: str, manifest: dict) -> str:
-    """The table's variant a release is built on: its manifest's ``variant`` (every staged manifest
-    has one), else the variant whose own name ``model`` is, else ``?`` (unknown, so never taken for
-    the variant's own release)."""
-    return manifest.get("variant") or variant_named(model) or "?"
-
-
-def _imagenet_head(output: dict) -> bool:
-    """Whether a classification output is ImageNet-1k's head (1000 classes named by ImageNet-1k)."""
-    return (
-        output.get("labels_source", IMAGENET) == IMAGENET
-        and output.get("num_classes", NUM_IMAGENET_CLASSES) == NUM_IMAGENET_CLASSES
-    )
-
-
-def _card_meta(model: str, manifests: dict[str, dict]) -> dict:
-    """The classification manifest in the shape :func:`is_custom` and :func:`custom_model_text`
-    read (``name``, ``variant``, ``base_variant``), so the repo card and the SavedModel cards share
-    one rule for what a custom model is and one wording of what it is."""
-    manifest = manifests["classification"]
-    base = _base_variant(model, manifest)
-    return {**manifest, "name": model, "variant": base, "base_variant": base, "output": manifest.get("output") or {}}
-
-
-def _title(model: str, manifests: dict[str, dict], text: Callable[[object], str] = str) -> str:
-    """``RepVGG-A0`` for a variant's own release, ``digits (RepVGG-A0)`` for a custom model; ``text``
-    renders the names (:func:`markdown_text` on the card, where the brackets stay plain)."""
-    meta = _card_meta(model, manifests)
-    base = f"RepVGG-{text(meta['base_variant'])}"
-    return f"{text(model)} ({base})" if is_custom(meta) else base
-
-
 def _front_matter(base: str, imagenet_head: bool) -> str:
     """:func:`yaml_header` for the repo, without ``datasets: imagenet-1k`` for a head that is not
     ImageNet-1k's: its training data is the user's, which the card cannot name."""
@@ -587,7 +519,7 @@ def _front_matter(base: str, imagenet_head: bool) -> str:
 def _logits_bullet(output: dict) -> str:
     """The card's ``classification.keras`` line: ImageNet-1k's 1000 classes, or the custom head's
     own count and the labels file that names them (never a claim of ImageNet-1k for it)."""
-    if _imagenet_head(output):
+    if imagenet_head(output):
         return (
             "* `classification.keras`: the fused network with its head -> logits `[batch, 1000]` (ImageNet-1k,\n"
             "  no background class)"
@@ -646,13 +578,6 @@ model = keras.saving.load_model(hf_hub_download("{repo_id}", "classification.ker
 ```"""
 
 
-def _custom_section(meta: dict, labels: Sequence[str]) -> str:
-    """ "What this model is" for a custom model (:func:`is_custom`), else nothing."""
-    if not is_custom(meta):
-        return ""
-    return f"\n## What this model is\n\n{custom_model_text(meta, tuple(labels))}"
-
-
 def repo_card(
     variant: str,
     version: int,
@@ -673,18 +598,18 @@ def repo_card(
     class names, the first few shown); its logits line gives its own class count and labels source,
     and its front matter claims no ImageNet-1k data. A release without ``train`` (a deploy-form
     source) offers no ``train.keras``."""
-    meta = _card_meta(variant, manifests)
+    meta = card_meta(variant, manifests)
     output = meta["output"]
     has_train = TRAIN in manifests
     weights = manifests["classification"]["weights"]
-    header = _front_matter(meta["base_variant"], _imagenet_head(output))
+    header = _front_matter(meta["base_variant"], imagenet_head(output))
     tag = f"v{version}"
     width = output_width(manifests["feature_vector"].get("output") or {}) or "N"
     random_weights = any(m.get("weights", {}).get("source") == "random" for m in manifests.values())
     banner = f"\n> **Warning: {RANDOM_WEIGHTS_BANNER}.**\n" if random_weights else ""
     return f"""{header}
-# {_title(variant, manifests, markdown_text)} for Keras 3 and TensorFlow / TF Hub
-{banner}{_custom_section(meta, labels)}
+# {model_title(variant, manifests, markdown_text)} for Keras 3 and TensorFlow / TF Hub
+{banner}{custom_section(meta, labels)}
 Published by repvgg-registry. Every model takes images float32 `[batch, height, width, 3]` in
 [0, 1], of any size, and normalises them (ImageNet mean/std) inside.
 
@@ -707,8 +632,8 @@ TF Hub Reusable SavedModels of the same fused network (tf_keras and `tensorflow_
 | | |
 |---|---|
 | version | {tag} |
-| weights | {markdown_text(weights["source"])} (sha256 {_markdown_digest(weights.get("sha256"))}) |
-{_digest_rows(manifests)}
+| weights | {markdown_text(weights["source"])} (sha256 {markdown_digest(weights.get("sha256"))}) |
+{digest_rows(manifests)}
 
 ## Use
 
