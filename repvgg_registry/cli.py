@@ -148,9 +148,9 @@ HubOption = Annotated[
     str | None,
     typer.Option(
         "--hub",
-        metavar="PATH|hf://NS",
+        metavar="PATH|hf://NS|kaggle://OWNER",
         help="Hub: a folder (default: $REPVGG_REGISTRY_HUB, else ~/.local/share/repvgg-registry/hub), "
-        "or hf://NAMESPACE for the Hugging Face Hub.",
+        "hf://NAMESPACE for the Hugging Face Hub, or kaggle://OWNER for Kaggle Models (the kaggle extra).",
         show_default=False,
     ),
 ]
@@ -476,7 +476,9 @@ def publish(
     version: Annotated[
         int | None, typer.Option("--version", metavar="N", help="Version number (default: the next one).")
     ] = None,
-    private: Annotated[bool, typer.Option("--private", help="Create missing Hugging Face repos as private.")] = False,
+    private: Annotated[
+        bool, typer.Option("--private", help="Create missing Hugging Face repos and Kaggle models as private.")
+    ] = False,
     seed: SeedOption = 0,
     as_json: JsonOption = False,
 ) -> None:

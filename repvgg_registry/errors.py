@@ -192,6 +192,26 @@ class MissingTokenError(HubError, PermissionError):
     """Publishing to a remote hub without credentials."""
 
 
+class VersionSkewError(HubError, ValueError):
+    """A hub that numbers versions itself (Kaggle) holds, or just gave, another number for one of a
+    version's parts than for the others: ``where`` is the part, ``found`` its number and ``expected``
+    the version's."""
+
+    def __init__(self, message: str, *, where: str, found: int, expected: int) -> None:
+        self.where = where
+        self.found = found
+        self.expected = expected
+        super().__init__(message)
+
+
+class MissingExtraError(RegistryError, ImportError):
+    """A feature whose optional dependencies (``extra``) are not installed."""
+
+    def __init__(self, extra: str, message: str) -> None:
+        self.extra = extra
+        super().__init__(message)
+
+
 __all__ = [
     "BuildError",
     "HubError",
@@ -200,6 +220,7 @@ __all__ = [
     "HubUnreachableError",
     "InvalidHandleError",
     "InvalidNameError",
+    "MissingExtraError",
     "MissingTokenError",
     "NotARepVGGError",
     "NotPublishedError",
@@ -207,6 +228,7 @@ __all__ = [
     "UnknownVariantError",
     "UsageError",
     "VersionExistsError",
+    "VersionSkewError",
     "WeightsError",
     "first_line",
     "one_line",

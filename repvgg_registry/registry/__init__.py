@@ -1,4 +1,5 @@
-"""Hubs that store published versions: a local folder (servable over HTTP) and the Hugging Face Hub."""
+"""Hubs that store published versions: a local folder (servable over HTTP), the Hugging Face Hub and
+Kaggle Models."""
 
 from __future__ import annotations
 
@@ -8,8 +9,13 @@ from .local import LocalHub, default_hub_path
 
 
 def open_hub(location: str | None = None, *, namespace: str = DEFAULT_NAMESPACE, private: bool = False) -> Hub:
-    """``hf://NAMESPACE`` is the Hugging Face Hub (``HF_ENDPOINT`` honoured); ``None``
+    """``hf://NAMESPACE`` is the Hugging Face Hub (``HF_ENDPOINT`` honoured), ``kaggle://OWNER``
+    Kaggle Models (the ``kaggle`` extra; see :mod:`.kaggle`); ``None``
     (``$REPVGG_REGISTRY_HUB`` or the default folder) or a folder path is a :class:`LocalHub`."""
+    if location and location.startswith("kaggle:"):
+        from .kaggle import KaggleHub, parse_location
+
+        return KaggleHub(parse_location(location), private=private, handle_namespace=namespace)
     if location and location.startswith("hf://"):
         from .huggingface import HuggingFaceHub
 

@@ -191,6 +191,26 @@ def default_model_name(variant: str, output_stride: int = 32) -> str:
     return name if check_output_stride(output_stride) == 32 else f"{name}-os{output_stride}"
 
 
+#: The prefix of a variant's own model on a hosted hub (``repvgg-a0``): a custom name may not take one
+VARIANT_PREFIX = "repvgg-"
+
+
+def hosted_name(model: str) -> str:
+    """The name ``model`` has on a hosted hub (a Hugging Face repo, a Kaggle model), the one owner of
+    that rule: a variant's own name keeps ``repvgg-<variant>``, where its releases have always been and
+    where a bare ``a0`` would say nothing on the hub; any other model name (``--name digits``) is a
+    model of its own, named as the user chose it."""
+    key = model.lower()
+    return f"{VARIANT_PREFIX}{key}" if variant_named(key) else key
+
+
+def shadowed_variant(model: str) -> str | None:
+    """The variant whose own hosted name a custom ``model`` name would take (``repvgg-a0`` -> ``A0``),
+    else None: publishing it would land among the versions of another model."""
+    key = model.lower()
+    return variant_named(key.removeprefix(VARIANT_PREFIX)) if key.startswith(VARIANT_PREFIX) else None
+
+
 class Hub(ABC):
     """A model hub that stores immutable, versioned artifacts; its methods are the verbs
     (``publish``, ``publish_many``, ``verify``, ``versions``), as on huggingface_hub's ``HfApi``.
@@ -255,6 +275,15 @@ class Hub(ABC):
                 raise NameTakenError(self.location, model.lower(), sorted(bases)[0], base_variant)
         if version is not None and version in self.taken_versions(model):
             raise VersionExistsError.taken(f"{self.namespace}/{model.lower()}", version)
+
+    def pending_version(self, model: str) -> int | None:
+        """The version of ``model`` that a publish cut short left to finish here (hubs that number
+        versions themselves and keep its files: Kaggle), else None."""
+        return None
+
+    def finish_pending(self, model: str) -> list[VersionInfo]:
+        """Finish that version from the files it kept (see :meth:`pending_version`)."""
+        raise NotImplementedError(f"{self.location} keeps no unfinished publishes")
 
     def taken_versions(self, model: str) -> set[int]:
         """Version numbers of ``model`` that a new publish may not use (hubs that keep more than

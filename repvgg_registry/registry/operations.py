@@ -53,6 +53,9 @@ def publish_variant(
     model = validate_name(name.lower() if isinstance(name, str) else default, "model name")
     reporter = reporter or Reporter()
     hub.preflight(model, version=version, base_variant=spec.name)
+    if hub.pending_version(model) is not None:  # finish the version a publish cut short, without building
+        with reporter.phase("publish"):
+            return hub.finish_pending(model)
     staging = hub.staging_dir()
     try:
         build_dir = staging / "release"
