@@ -12,10 +12,11 @@ Every RPC is ``POST /api/v1/<service>/<Method>`` with the request's camelCase JS
 fields such as ``ownerSlug`` included). Implemented:
 
 * ``/api/v1/models.ModelApiService/GetModel``, ``CreateModel``, ``UpdateModel`` (``updateMask``
-  required), ``DeleteModel``;
+  required), ``DeleteModel``, ``ListModels`` (``owner``, ``search``, pages);
 * ``/api/v1/models.ModelApiService/CreateModelInstance`` (first version, always number 1 unless
   renumbered), ``CreateModelInstanceVersion`` (``versionNotes``), ``GetModelInstance``,
   ``UpdateModelInstance``, ``ListModelInstances``, ``ListModelInstanceVersions``,
+  ``DeleteModelInstanceVersion`` (what the owner does on kaggle.com to repair a numbering),
   ``ListModelInstanceVersionFiles`` (``pageSize``/``pageToken``), ``DownloadModelInstanceVersion``
   (302 to a file, or with no ``path`` to a ``.tar.gz`` of the version);
 * ``/api/v1/blobs.BlobApiService/StartBlobUpload`` answering ``{token, createUrl}``, then the GCS
@@ -62,7 +63,7 @@ import sys
 import tarfile
 import threading
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -218,10 +219,12 @@ _RPCS: dict[str, tuple[str, bool]] = {
     f"{MODELS}/CreateModel": ("create_model", True),
     f"{MODELS}/UpdateModel": ("update_model", True),
     f"{MODELS}/DeleteModel": ("delete_model", True),
+    f"{MODELS}/ListModels": ("list_models", False),
     f"{MODELS}/GetModelInstance": ("get_model_instance", False),
     f"{MODELS}/CreateModelInstance": ("create_model_instance", True),
     f"{MODELS}/CreateModelInstanceVersion": ("create_model_instance_version", True),
     f"{MODELS}/UpdateModelInstance": ("update_model_instance", True),
+    f"{MODELS}/DeleteModelInstanceVersion": ("delete_model_instance_version", True),
     f"{MODELS}/ListModelInstances": ("list_model_instances", False),
     f"{MODELS}/ListModelInstanceVersions": ("list_model_instance_versions", False),
     f"{MODELS}/ListModelInstanceVersionFiles": ("list_model_instance_version_files", False),
@@ -673,6 +676,43 @@ class KaggleHandler(BaseHTTPRequestHandler):
             del self.state.models[(m.owner, m.slug)]
         return {}
 
+    def list_models(self, body: dict, token: str | None) -> dict:
+        """ApiListModelsResponse: the models of ``owner`` (all owners without one) whose slug or title
+        holds ``search``, private ones only with a token, by slug."""
+        owner, search = body.get("owner", ""), (body.get("search") or "").lower()
+        anonymous = token is None
+        with self.state.lock:
+            if owner in self.state.forbidden_owners:
+                raise _http_error(403, f"Permission denied for owner '{owner}'")
+            found = [
+                m
+                for (o, _), m in sorted(self.state.models.items())
+                if (not owner or o == owner)
+                and (search in m.slug or search in m.title.lower())
+                and not (m.is_private and anonymous)
+            ]
+            items = [
+                {
+                    "id": m.id,
+                    "ref": f"{m.owner}/{m.slug}",
+                    "title": m.title,
+                    "author": m.owner,
+                    "slug": m.slug,
+                    "isPrivate": m.is_private,
+                    "url": self._url(m.owner, m.slug),
+                }
+                for m in found
+            ]
+            page, next_token = _page(items, body)
+        return {"models": page, "nextPageToken": next_token, "totalResults": len(items)}
+
+    def delete_model_instance_version(self, body: dict, token: str | None) -> dict:
+        with self.state.lock:
+            inst, version = self._version(body)
+            del inst.versions[version.number]
+            del self.state.versions_by_id[version.id]
+        return {}
+
     def get_model_instance(self, body: dict, token: str | None) -> dict:
         with self.state.lock:
             return self._api_model_instance(self._instance(body))
@@ -1082,6 +1122,36 @@ def client_env(
     return env
 
 
+@contextlib.contextmanager
+def client_environment(env: Mapping[str, str | None]) -> Iterator[None]:
+    """``env`` (from :func:`client_env`, plus any extra variables) applied to this process's
+    environment for the duration, and the earlier values restored after."""
+    saved = {key: os.environ.get(key) for key in env}
+    try:
+        for key, value in env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def tree_digests(root: str | Path) -> dict[str, str]:
+    """Relative path -> sha256 of every file under ``root`` (to compare what a download holds)."""
+    root = Path(root)
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
 def subprocess_env(env: Mapping[str, str | None], base: Mapping[str, str] | None = None) -> dict[str, str]:
     """``base`` (default ``os.environ``) with ``env`` applied: a full environment for a child process."""
     out = dict(os.environ if base is None else base)
@@ -1099,7 +1169,9 @@ __all__ = [
     "KaggleState",
     "PortTakenError",
     "client_env",
+    "client_environment",
     "start_standin",
     "stop_standin",
     "subprocess_env",
+    "tree_digests",
 ]

@@ -20,7 +20,16 @@ import kagglehub
 import pytest
 import requests
 from google.protobuf.field_mask_pb2 import FieldMask
-from kaggle_standin import DEFAULT_TOKEN, PortTakenError, client_env, start_standin, stop_standin, subprocess_env
+from kaggle_standin import (
+    DEFAULT_TOKEN,
+    PortTakenError,
+    client_env,
+    client_environment,
+    start_standin,
+    stop_standin,
+    subprocess_env,
+    tree_digests,
+)
 from kagglehub.clients import build_kaggle_client
 from kagglehub.exceptions import BackendError, KaggleApiHTTPError
 from kagglehub.handle import parse_model_handle
@@ -53,26 +62,11 @@ def kaggle(tmp_path_factory):
     level = library_logger.level
     library_logger.setLevel(logging.WARNING)  # kagglehub logs every file it uploads
     try:
-        with pytest.MonkeyPatch.context() as mp:
-            for key, value in client_env(folder, home=folder / "home").items():
-                if value is None:
-                    mp.delenv(key, raising=False)
-                else:
-                    mp.setenv(key, value)
+        with client_environment(client_env(folder, home=folder / "home")):
             yield standin
     finally:
         library_logger.setLevel(level)
         stop_standin(standin.server)
-
-
-def _tree(root: Path | str) -> dict[str, str]:
-    """Relative path -> sha256 of every file under ``root``."""
-    root = Path(root)
-    return {
-        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*"))
-        if p.is_file()
-    }
 
 
 def _digests(files: dict[str, bytes]) -> dict[str, str]:
@@ -119,7 +113,7 @@ def test_two_uploads_are_versions_1_and_2_with_the_same_bytes(kaggle, published)
     state = kaggle.state
     assert state.version_numbers(HANDLE) == [1, 2]
     for number, folder in published.items():
-        assert _digests(state.files(HANDLE, number)) == _tree(folder)  # nested folders, full paths
+        assert _digests(state.files(HANDLE, number)) == tree_digests(folder)  # nested folders, full paths
     assert "assets/deep/er/labels.txt" in state.files(HANDLE, 1)
 
     with build_kaggle_client() as client:
@@ -174,12 +168,12 @@ def test_update_model_applies_its_mask(kaggle, published):
 
 def test_download_a_version_one_file_and_the_latest(kaggle, published):
     first = kagglehub.model_download(f"{HANDLE}/1")
-    assert _tree(first) == _tree(published[1])
+    assert tree_digests(first) == tree_digests(published[1])
     one = kagglehub.model_download(f"{HANDLE}/1", path="assets/deep/er/labels.txt")
     assert Path(one).read_bytes() == b"labels 1\n"
     latest = kagglehub.model_download(HANDLE)
     assert Path(latest).name == "2"
-    assert _tree(latest) == _tree(published[2])
+    assert tree_digests(latest) == tree_digests(published[2])
     assert kaggle.state.errors == []
 
 
@@ -189,7 +183,7 @@ def test_more_than_50_files_go_as_an_archive_both_ways(kaggle, tmp_path):
     kagglehub.model_upload(handle, str(_write(tmp_path / "src", files)), license_name="MIT")
     assert _digests(kaggle.state.files(handle)) == _digests(files)  # archive.zip unpacked
     folder = kagglehub.model_download(f"{handle}/1")  # more than 25 files: one .tar.gz
-    assert _tree(folder) == _digests(files)
+    assert tree_digests(folder) == _digests(files)
     assert kaggle.state.log[-1].path.endswith("/archive.tar.gz")
 
 
@@ -294,7 +288,7 @@ def test_without_a_valid_token_401_and_read_only_403(kaggle, published, tmp_path
 
     kaggle.state.read_only_tokens.add("reader")
     monkeypatch.setenv("KAGGLE_API_TOKEN", "reader")
-    assert _tree(kagglehub.model_download(f"{HANDLE}/1")) == _tree(published[1])
+    assert tree_digests(kagglehub.model_download(f"{HANDLE}/1")) == tree_digests(published[1])
     with pytest.raises(KaggleApiHTTPError) as caught:  # StartBlobUpload
         kagglehub.model_upload(HANDLE, str(folder))
     assert caught.value.response.status_code == 403

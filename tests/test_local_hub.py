@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from release_stubs import add_keras_stubs
+from release_stubs import stage_stub_release as _stage
 
 from repvgg_registry.errors import (
     HubError,
@@ -33,7 +33,6 @@ from repvgg_registry.errors import (
     VersionExistsError,
 )
 from repvgg_registry.hashing import sha256_file
-from repvgg_registry.publish.release import stage_release
 from repvgg_registry.publish.tasks import KERAS_TASKS, TASKS
 from repvgg_registry.registry import local as local_module
 from repvgg_registry.registry.hub import MAX_VERSION, Handle
@@ -48,26 +47,6 @@ from repvgg_registry.registry.local import (
 
 REPO = Path(__file__).resolve().parents[1]
 FV1 = Handle("repvgg", "a0", "feature_vector", 1)
-
-
-def _stage(where: Path, tag: object = 0) -> Path:
-    """A staged release (what publish_staged takes) with one small file per task."""
-    release = where / f"release-{tag}-{time.monotonic_ns()}"
-    for task in TASKS:
-        folder = release / task
-        folder.mkdir(parents=True)
-        (folder / "saved_model.pb").write_bytes(f"{tag} {task}".encode())
-        meta = {
-            "variant": "A0",
-            "task": task,
-            "created": "2024-01-01T00:00:00+00:00",
-            "weights": {"source": "random"},
-            "output": {"name": "x", "num_features": 3},
-        }
-        (folder / "metadata.json").write_text(json.dumps(meta))
-    add_keras_stubs(release, tag)
-    stage_release(release)
-    return release
 
 
 def _publish(hub: LocalHub, tmp_path: Path, tag: object = 0, **kwargs) -> list[int]:

@@ -3,9 +3,10 @@
 In a fresh home folder, after the README's first command (its publish part; the venv is this one),
 each ``bash`` and ``python`` block runs in document order: bash lines through ``bash``, a
 ``repvgg-registry serve`` line in the background on its documented port, python blocks in their own
-processes. The Hugging Face snippets run against the in-repo stand-in (``HF_ENDPOINT``), since the real
-hub cannot be reached here. A block may be left out only with a ``<!-- not run by ...: reason -->``
-comment right above it: the install lines (which CI itself runs) and the benchmarks.
+processes. The Hugging Face and Kaggle snippets run against the in-repo stand-ins (``HF_ENDPOINT``;
+``KAGGLE_API_ENVIRONMENT=TEST``, which is 127.0.0.1:7777), since the real hubs cannot be reached here.
+A block may be left out only with a ``<!-- not run by ...: reason -->`` comment right above it: the
+install lines (which CI itself runs) and the benchmarks.
 
 The first command makes every deployment file, as on a fresh machine (and the snippets that load
 version 1's ``.tflite`` and ``.onnx`` use them); the commands after it run with
@@ -23,6 +24,7 @@ import sys
 import time
 from pathlib import Path
 
+import kaggle_standin
 import pytest
 from hf_standin import start_standin
 
@@ -64,6 +66,7 @@ def test_every_readme_snippet_runs(tmp_path):
     if not _port_free(SERVE_PORT):
         pytest.fail(f"port {SERVE_PORT} is taken; the README's serve snippet needs it")
     server, _, hf_url = start_standin()
+    kaggle_server, _, _ = kaggle_standin.start_standin()
     home = tmp_path / "home"
     work = tmp_path / "work"
     home.mkdir()
@@ -71,8 +74,9 @@ def test_every_readme_snippet_runs(tmp_path):
     env = {
         key: value
         for key, value in os.environ.items()
-        if not key.startswith(("REPVGG_REGISTRY_", "HF_", "XDG_")) and key != "TFHUB_CACHE_DIR"
+        if not key.startswith(("REPVGG_REGISTRY_", "HF_", "XDG_", "KAGGLE")) and key != "TFHUB_CACHE_DIR"
     }
+    env = kaggle_standin.subprocess_env(kaggle_standin.client_env(tmp_path / "kaggle"), base=env)
     env.update(
         HOME=str(home),
         PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
@@ -120,3 +124,4 @@ def test_every_readme_snippet_runs(tmp_path):
             proc.wait(timeout=30)
         server.shutdown()
         server.server_close()
+        kaggle_standin.stop_standin(kaggle_server)
