@@ -1128,18 +1128,19 @@ def client_environment(env: Mapping[str, str | None]) -> Iterator[None]:
     environment for the duration, and the earlier values restored after."""
     saved = {key: os.environ.get(key) for key in env}
     try:
-        for key, value in env.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+        _apply(env, os.environ)
         yield
     finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+        _apply(saved, os.environ)
+
+
+def _apply(env: Mapping[str, str | None], target: dict | os._Environ) -> None:
+    """Set each variable of ``env`` in ``target``, unsetting those that are None."""
+    for key, value in env.items():
+        if value is None:
+            target.pop(key, None)
+        else:
+            target[key] = value
 
 
 def tree_digests(root: str | Path) -> dict[str, str]:
@@ -1155,11 +1156,7 @@ def tree_digests(root: str | Path) -> dict[str, str]:
 def subprocess_env(env: Mapping[str, str | None], base: Mapping[str, str] | None = None) -> dict[str, str]:
     """``base`` (default ``os.environ``) with ``env`` applied: a full environment for a child process."""
     out = dict(os.environ if base is None else base)
-    for key, value in env.items():
-        if value is None:
-            out.pop(key, None)
-        else:
-            out[key] = value
+    _apply(env, out)
     return out
 
 

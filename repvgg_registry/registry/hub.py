@@ -1,4 +1,4 @@
-"""What every hub (the local folder, the Hugging Face Hub) offers, and the errors it raises.
+"""What every hub (the local folder, the Hugging Face Hub, Kaggle Models) offers, and the errors it raises.
 
 Handles follow tfhub.dev: ``<namespace>/<variant>/<task>/<integer version>``, e.g.
 ``repvgg/b3g4/feature_vector/1``. One version has four handles: ``feature_vector``,
@@ -229,7 +229,7 @@ class Hub(ABC):
     @property
     @abstractmethod
     def location(self) -> str:
-        """Where the hub is, as the user would type it for ``--hub`` (a folder or ``hf://NS``)."""
+        """Where the hub is, as the user would type it for ``--hub`` (a folder, ``hf://NS`` or ``kaggle://OWNER``)."""
 
     @abstractmethod
     def versions(self, variant: str) -> list[VersionInfo]:

@@ -63,7 +63,7 @@ from ..publish.release import (
     read_staged,
     staged_files,
 )
-from ..publish.tasks import RELEASE_TASKS, TASKS, has_savedmodel, is_serving
+from ..publish.tasks import RELEASE_TASKS, TASKS, TRAIN, has_savedmodel, is_serving
 from . import kaggle_api
 from .card_parts import card_meta, custom_section, digest_rows, model_title, staged_labels
 from .hub import (
@@ -272,17 +272,20 @@ def version_notes(title: str, version: int, rows: list[RecordRow]) -> str:
 
 
 def usage_text(inst: Instance, owner: str, slug: str, version: int) -> str:
+    """The instance's usage snippet: download this version, load it in its runtime."""
     handle = inst.handle(owner, slug, version)
-    download = f'path = kagglehub.model_download("{handle}")'
     load = {
-        "tensorFlow2": "layer = hub.KerasLayer(path, trainable=True)   # tf_keras, tensorflow_hub"
+        "tensorFlow2": ("import tensorflow_hub as hub", "layer = hub.KerasLayer(path, trainable=True)   # tf_keras")
         if not is_serving(inst.task)
-        else "model = tf.saved_model.load(path)   # or TF Serving's --model_base_path",
-        "keras": f'model = keras.saving.load_model(path + "/{inst.task}.keras")',
-        "tfLite": f'interpreter = Interpreter(model_path=path + "/{inst.task}.tflite")',
-        "onnx": f'session = onnxruntime.InferenceSession(path + "/{inst.task}.onnx")',
+        else ("import tensorflow as tf", "model = tf.saved_model.load(path)   # or TF Serving's --model_base_path"),
+        "keras": ("import keras", f'model = keras.saving.load_model(path + "/{inst.task}.keras")'),
+        "tfLite": (
+            "from ai_edge_litert.interpreter import Interpreter",
+            f'interpreter = Interpreter(model_path=path + "/{inst.task}.tflite")',
+        ),
+        "onnx": ("import onnxruntime", f'session = onnxruntime.InferenceSession(path + "/{inst.task}.onnx")'),
     }[inst.framework]
-    return f"```python\nimport kagglehub\n{download}\n{load}\n```\n"
+    return f'```python\nimport kagglehub\n{load[0]}\npath = kagglehub.model_download("{handle}")\n{load[1]}\n```\n'
 
 
 def kaggle_card(model: str, owner: str, slug: str, version: int, manifests: dict[str, dict], labels=()) -> str:
@@ -291,7 +294,7 @@ def kaggle_card(model: str, owner: str, slug: str, version: int, manifests: dict
     meta = card_meta(model, manifests)
     weights = manifests["classification"]["weights"]
     rows = "\n".join(
-        f"| `{inst.name}` | {inst.task.replace('_', ' ')} | {', '.join(_files_of(inst, manifests[inst.task]))} |"
+        f"| `{inst.name}` | {inst.task} | {', '.join(_files_of(inst, manifests[inst.task]))} |"
         for inst in release_plan(manifests)
     )
     handle = f"{owner}/{slug}/tensorFlow2/feature-vector/{version}"
@@ -332,9 +335,17 @@ path = kagglehub.model_download("{keras_handle}")
 backbone = keras.saving.load_model(path + "/feature_vector.keras")
 ```
 
-To fine-tune, train `keras/train` (the multi-branch train form, any optimizer), then fuse it with
-`repvgg_registry.variants.fuse`.
+{_fine_tune_line(TRAIN in manifests)}
 """
+
+
+def _fine_tune_line(has_train: bool) -> str:
+    if has_train:
+        return (
+            "To fine-tune, train `keras/train` (the multi-branch train form, any optimizer), then fuse it with\n"
+            "`repvgg_registry.variants.fuse`."
+        )
+    return "This model was built from a deploy-form source and has no train form: fine-tune the fused `.keras` files."
 
 
 def _files_of(inst: Instance, manifest: dict) -> list[str]:
@@ -901,8 +912,11 @@ def _view_folder(owner: str, slug: str, task: str, version: int) -> Path:
 
 
 def _subtitle(manifests: dict) -> str:
-    spec = manifests["classification"].get("variant", "?")
-    return f"RepVGG-{spec}, fused for inference: TF Hub SavedModels, Keras 3, LiteRT and ONNX"[:80]
+    """``RepVGG-A0, fused: TF Hub SavedModels, Keras 3, LiteRT, ONNX`` (the formats this version has)."""
+    variant = manifests["classification"].get("variant", "?")
+    formats = ["TF Hub SavedModels", "Keras 3"]
+    formats += [name for role, name in (("tflite", "LiteRT"), ("onnx", "ONNX")) if role in manifests["classification"]]
+    return f"RepVGG-{variant}, fused for inference: {', '.join(formats)}"
 
 
 def _provenance(manifests: dict) -> str:
