@@ -295,6 +295,8 @@ class KaggleState:
       fails midway). Counted in arrival order, since kagglehub uploads up to 8 files in parallel.
     * ``short_blob_puts = n``: the next n data PUTs keep only the first half of their bytes and answer
       308, as if the connection dropped; kagglehub probes (``bytes */N``) and resumes.
+    * ``puts_dropped = True``: every upload PUT (data and probes) gets its connection closed without an
+      answer, as when the network goes away mid-upload (the client sees a ConnectionError).
     * :meth:`renumber` (``skip_versions``): the next version of an instance is numbered
       ``latest + 1 + skip``, as if others had published in between; one-shot.
     """
@@ -316,6 +318,7 @@ class KaggleState:
         self.blob_put_failure_after: int | None = None
         self.blob_put_failure_count: int | None = 1
         self.short_blob_puts = 0
+        self.puts_dropped = False
         self.skip_versions: dict[tuple[str, str, str, str], int] = {}
         self.data_puts_seen = 0
         self._blob_put_failures_done = 0
@@ -519,6 +522,10 @@ class KaggleHandler(BaseHTTPRequestHandler):
             if self.command == "POST" and path.startswith("/api/v1/"):
                 return self._rpc(path[len("/api/v1/") :], body)
             if self.command == "PUT" and path == UPLOAD_PATH:
+                if self.state.puts_dropped:  # the network is gone: no answer, the connection just closes
+                    self._log("BlobPut", {"dropped": True})
+                    self.close_connection = True
+                    return None
                 return self._blob_put(body)
             if self.command in ("GET", "HEAD") and path.startswith("/download/"):
                 return self._download(unquote(path))

@@ -237,6 +237,24 @@ def test_a_transient_failure_is_retried_and_nothing_is_sent_twice(kaggle, tmp_pa
     assert all(state.version_numbers(h) == [1] for h in _handles(slug, _stage(tmp_path, "plan")))
 
 
+def test_a_network_gone_mid_upload_is_one_line_within_a_minute(kaggle, tmp_path):
+    """kagglehub alone would retry each dropped upload for about three minutes, silently."""
+    state = kaggle["state"]
+    state.puts_dropped = True
+    started = time.monotonic()
+    try:
+        with pytest.raises(HubError) as caught:
+            KaggleHub(OWNER, backoff_s=0.01, deadline_s=20).publish_staged("dropped-a0", _stage(tmp_path, "1"))
+    finally:
+        state.puts_dropped = False
+    assert time.monotonic() - started < 60
+    message = str(caught.value)
+    assert message.startswith(f"Kaggle answered the upload of {OWNER}/dropped-a0/tensorFlow2/feature-vector with")
+    assert "was not fully uploaded" in message and "\n" not in message
+    assert [e for e in state.log if e.summary.get("dropped")]  # the drops happened and were retried
+    assert state.version_numbers(f"{OWNER}/dropped-a0/tensorFlow2/feature-vector") == []
+
+
 def test_a_version_kaggle_numbers_otherwise_is_refused(kaggle, tmp_path):
     state = kaggle["state"]
     slug = "renumbered-a0"

@@ -693,7 +693,9 @@ class KaggleHub(Hub):
         handle = inst.handle(self.owner, slug)
         scratch = self.pending_dir / ".staging"
         scratch.mkdir(parents=True, exist_ok=True)
-        with upload_folder(inst, release, scratch) as folder:
+        # half the deadline for kagglehub's own retries of a dropped connection, the rest for ours
+        bounded = kaggle_api.bounded_upload_retries(self._call.deadline_s / 2)
+        with upload_folder(inst, release, scratch) as folder, bounded:
             self._call(
                 f"the upload of {handle}",
                 lambda: kagglehub.model_upload(handle, str(folder), license_name=LICENSE, version_notes=notes),

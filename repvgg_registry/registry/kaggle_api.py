@@ -109,6 +109,33 @@ def quiet() -> Iterator[None]:
             logger.setLevel(level)
 
 
+def upload_retries_within(deadline_s: float) -> int:
+    """How many retries kagglehub's resumable upload may make so that a network gone mid-upload
+    fails within ``deadline_s``: each retry sleeps 1, 2, 4, ... s and is followed by a probe of the
+    upload that retries the same way, so ``r`` retries cost about ``(r + 1) * (2**r - 1)`` s."""
+    retries = 1
+    while (retries + 2) * (2 ** (retries + 1) - 1) <= deadline_s:
+        retries += 1
+    return retries
+
+
+@contextlib.contextmanager
+def bounded_upload_retries(deadline_s: float) -> Iterator[None]:
+    """kagglehub's ``gcs_upload`` retries a dropped connection ``MAX_RETRIES`` (5) times with backoff
+    up to 16 s, and probes the same way after each: about three minutes when the network is gone,
+    beyond any deadline of ours and without a word. Within our upload its module constant is lowered
+    to what fits ``deadline_s`` (:func:`upload_retries_within`), and restored after; it is read at
+    call time, by the upload threads too."""
+    from kagglehub import gcs_upload
+
+    saved = gcs_upload.MAX_RETRIES
+    gcs_upload.MAX_RETRIES = min(saved, upload_retries_within(deadline_s))
+    try:
+        yield
+    finally:
+        gcs_upload.MAX_RETRIES = saved
+
+
 @dataclass(frozen=True)
 class Failure:
     """What one failed call came to: its HTTP status (None: no answer), whether a retry can help,
