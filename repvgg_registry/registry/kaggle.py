@@ -126,6 +126,12 @@ def pending_root() -> Path:
 
 
 # ----- what one version uploads ------------------------------------------------------------
+def variation_of(task: str) -> str:
+    """The Kaggle variation slug of a task (``feature_vector`` -> ``feature-vector``): Kaggle slugs
+    have no ``_``. The one owner of that spelling."""
+    return task.replace("_", "-")
+
+
 @dataclass(frozen=True)
 class Instance:
     """One Kaggle framework instance of one task: ``roles`` are the files of the task's
@@ -137,7 +143,7 @@ class Instance:
 
     @property
     def variation(self) -> str:
-        return self.task.replace("_", "-")
+        return variation_of(self.task)
 
     @property
     def key(self) -> tuple[str, str]:
@@ -432,44 +438,58 @@ class KaggleHub(Hub):
         request.owner_slug, request.model_slug = self.owner, slug
         return request
 
-    def _instances(self, slug: str) -> dict[tuple[str, str], object]:
-        """``{(framework, variation): ApiModelInstance}`` of the model (``framework`` lower-case,
-        as :attr:`Instance.key`); {} when the model does not exist."""
-        from kagglehub.enum import enum_to_str
-        from kagglehub.exceptions import handle_call
-        from kagglesdk.models.types.model_api_service import ApiListModelInstancesRequest
+    def _instance_request(self, cls, slug: str, inst: Instance):
+        """A request of ``cls`` naming ``inst``, its framework mapped as kagglehub maps a handle's."""
+        from kagglehub.handle import parse_model_handle
 
-        found: dict[tuple[str, str], object] = {}
+        h = parse_model_handle(inst.handle(self.owner, slug))
+        request = self._model_request(cls, slug)
+        request.instance_slug, request.framework = h.variation, h.framework_enum()
+        return request
+
+    def _pages(self, what: str, make_request, method: str, *, missing_ok: bool = False) -> Iterator:
+        """The responses of a paged List call (``make_request()`` builds the request, ``method`` names
+        the client's), page by page; with ``missing_ok``, none when Kaggle answers 404."""
+        from kagglehub.exceptions import handle_call
+
         token = ""
         while True:
 
             def page(token=token):
-                request = self._model_request(ApiListModelInstancesRequest, slug)
+                request = make_request()
                 request.page_token = token
                 with self._client() as client:
-                    return handle_call(lambda: client.models.model_api_client.list_model_instances(request))
+                    return handle_call(lambda: getattr(client.models.model_api_client, method)(request))
 
-            response = self._call(
-                f"the listing of {self.owner}/{slug}", page, allow=lambda f: False if f.status == 404 else None
-            )
+            response = self._call(what, page, allow=lambda f: False if missing_ok and f.status == 404 else None)
             if response is False:
-                return {}
-            for item in response.instances:
-                found[(enum_to_str(item.framework).lower(), item.slug)] = item
+                return
+            yield response
             token = response.next_page_token
             if not token:
-                return found
+                return
+
+    def _instances(self, slug: str) -> dict[tuple[str, str], object]:
+        """``{(framework, variation): ApiModelInstance}`` of the model (``framework`` lower-case,
+        as :attr:`Instance.key`); {} when the model does not exist."""
+        from kagglehub.enum import enum_to_str
+        from kagglesdk.models.types.model_api_service import ApiListModelInstancesRequest
+
+        pages = self._pages(
+            f"the listing of {self.owner}/{slug}",
+            lambda: self._model_request(ApiListModelInstancesRequest, slug),
+            "list_model_instances",
+            missing_ok=True,
+        )
+        return {(enum_to_str(item.framework).lower(), item.slug): item for page in pages for item in page.instances}
 
     def _instance_version(self, slug: str, inst: Instance) -> int:
         """The number of the newest version of ``inst`` (0: none yet), read from Kaggle now."""
         from kagglehub.exceptions import handle_call
-        from kagglehub.handle import parse_model_handle
         from kagglesdk.models.types.model_api_service import ApiGetModelInstanceRequest
 
         def get():
-            h = parse_model_handle(inst.handle(self.owner, slug))
-            request = self._model_request(ApiGetModelInstanceRequest, slug)
-            request.instance_slug, request.framework = h.variation, h.framework_enum()
+            request = self._instance_request(ApiGetModelInstanceRequest, slug, inst)
             with self._client() as client:
                 return handle_call(lambda: client.models.model_api_client.get_model_instance(request)).version_number
 
@@ -507,14 +527,7 @@ class KaggleHub(Hub):
         self.check_can_publish()
         current = self._instances(slug)
         pending = self._read_pending(slug)
-        expected = pending.version if pending else self._next_version(slug, current)
-        if version is not None and version != expected:
-            raise VersionExistsError(
-                f"Kaggle numbers versions itself: the next version of {self.owner}/{slug} is {expected}, "
-                f"not {version}; omit --version or pass --version {expected}",
-                where=f"{self.owner}/{slug}",
-                version=version,
-            )
+        self._check_version(slug, version, pending.version if pending else self._next_version(slug, current))
         if base_variant is not None:
             bases = {row.variant for inst in current.values() for row in parse_record(inst.overview)}
             if bases and base_variant not in bases:
@@ -595,35 +608,10 @@ class KaggleHub(Hub):
         pending = self._read_pending(slug)
         if pending is None:
             raise NotPublishedError(f"no unfinished publish of {self.owner}/{slug} on this machine")
-        return self._upload_release(key, slug, pending.release, pending.version, finishing=True)
-
-    def publish_staged(self, variant: str, staged: Path, *, version: int | None = None) -> list[VersionInfo]:
-        """Publish ``staged`` as the next version of the model ``variant`` (a variant's own name or a
-        ``--name``): every instance as version N, N the same for all of them."""
-        key = validate_name(variant.lower(), "model name")
-        slug = self._slug(key, writing=True)
-        if self._read_pending(slug) is not None:
-            return self.finish_pending(key)
-        plan = release_plan(read_staged(staged))
-        number = self._next_version(slug, self._instances(slug), plan)
-        if version is not None and version != number:
-            raise VersionExistsError(
-                f"Kaggle numbers versions itself: the next version of {self.owner}/{slug} is {number}, not {version}; "
-                "omit --version",
-                where=f"{self.owner}/{slug}",
-                version=version,
-            )
-        return self._upload_release(key, slug, staged, number, finishing=False)
-
-    def _upload_release(self, key: str, slug: str, release: Path, number: int, *, finishing: bool) -> list[VersionInfo]:
-        manifests = read_staged(release)
-        plan = release_plan(manifests)
-        title = model_title(key, manifests)
-        shas = {task: sha256_file(staged_files(release, task).manifest) for task in manifests}
-        current = self._instances(slug)
-        for inst in plan:  # finishing: each instance is where the cut-short publish left it, or stale
+        number, manifests, current = pending.version, read_staged(pending.release), self._instances(slug)
+        for inst in release_plan(manifests):  # each instance is where the cut-short publish left it, or stale
             at = current[inst.key].version_number if inst.key in current else 0
-            if at not in ((number - 1, number) if finishing else (number - 1,)):
+            if at not in (number - 1, number):
                 raise VersionSkewError(
                     f"{self.owner}/{slug}: instance {inst.name} is at version {at}, not {number - 1} or {number}: "
                     f"someone published to it meanwhile; on Kaggle delete its versions above {number - 1}, then rerun "
@@ -632,6 +620,38 @@ class KaggleHub(Hub):
                     found=at,
                     expected=number,
                 )
+        return self._upload_release(key, slug, pending.release, manifests, current, number, finishing=True)
+
+    def publish_staged(self, variant: str, staged: Path, *, version: int | None = None) -> list[VersionInfo]:
+        """Publish ``staged`` as the next version of the model ``variant`` (a variant's own name or a
+        ``--name``): every instance as version N, N the same for all of them."""
+        key = validate_name(variant.lower(), "model name")
+        slug = self._slug(key, writing=True)
+        if self._read_pending(slug) is not None:
+            return self.finish_pending(key)
+        manifests, current = read_staged(staged), self._instances(slug)
+        number = self._next_version(slug, current, release_plan(manifests))  # every instance at number - 1
+        self._check_version(slug, version, number)
+        return self._upload_release(key, slug, staged, manifests, current, number, finishing=False)
+
+    def _check_version(self, slug: str, version: int | None, expected: int) -> None:
+        """``--version`` is the number Kaggle will give, or one line names that number."""
+        if version is not None and version != expected:
+            raise VersionExistsError(
+                f"Kaggle numbers versions itself: the next version of {self.owner}/{slug} is {expected}, "
+                f"not {version}; omit --version or pass --version {expected}",
+                where=f"{self.owner}/{slug}",
+                version=version,
+            )
+
+    def _upload_release(
+        self, key: str, slug: str, release: Path, manifests: dict, current: dict, number: int, *, finishing: bool
+    ) -> list[VersionInfo]:
+        """Upload every instance of ``release`` that ``current`` (the listing) does not show at
+        ``number`` yet, and write its record; the model card last."""
+        plan = release_plan(manifests)
+        title = model_title(key, manifests)
+        shas = {task: sha256_file(staged_files(release, task).manifest) for task in manifests}
         done = {inst.key for inst in plan if inst.key in current and current[inst.key].version_number == number}
         try:
             self._ensure_model(slug, title, manifests)
@@ -640,7 +660,7 @@ class KaggleHub(Hub):
                 if inst.key not in done:
                     self._upload_instance(inst, slug, release, number, version_notes(title, number, rows))
                     done.add(inst.key)
-                self._write_record(inst, slug, number, title, rows, current.get(inst.key))
+                self._write_record(inst, slug, number, title, rows, getattr(current.get(inst.key), "overview", ""))
             self._write_card(key, slug, number, manifests, staged_labels(release))
         except HubError as exc:
             if not done:  # nothing has version N yet: no number to keep free, nothing to finish
@@ -712,20 +732,19 @@ class KaggleHub(Hub):
                 expected=number,
             )
 
-    def _write_record(self, inst: Instance, slug: str, number: int, title: str, new: list[RecordRow], existing) -> None:
-        """Append this version's rows to the instance's checksum table (and set its usage)."""
+    def _write_record(
+        self, inst: Instance, slug: str, number: int, title: str, new: list[RecordRow], overview: str
+    ) -> None:
+        """Append this version's rows to the instance's checksum table in ``overview`` (as listed
+        before the upload, which leaves it as it was; "" for an instance the upload created), and set
+        its usage."""
         from google.protobuf.field_mask_pb2 import FieldMask
-        from kagglehub.handle import parse_model_handle
         from kagglesdk.models.types.model_api_service import ApiUpdateModelInstanceRequest
 
-        current = self._instances(slug).get(inst.key) if existing is None else existing
-        kept = [row for row in parse_record(getattr(current, "overview", "")) if row.version != number]
-        rows = kept + new
+        rows = [row for row in parse_record(overview) if row.version != number] + new
 
         def build():
-            h = parse_model_handle(inst.handle(self.owner, slug))
-            request = self._model_request(ApiUpdateModelInstanceRequest, slug)
-            request.instance_slug, request.framework = h.variation, h.framework_enum()
+            request = self._instance_request(ApiUpdateModelInstanceRequest, slug, inst)
             request.overview = render_overview(inst, title, rows)
             request.usage = usage_text(inst, self.owner, slug, number)
             request.fine_tunable = inst.framework in ("tensorFlow2", "keras") and not is_serving(inst.task)
@@ -752,14 +771,19 @@ class KaggleHub(Hub):
     def _records(self, slug: str) -> dict[tuple[str, str], list[RecordRow]]:
         return {key: parse_record(item.overview) for key, item in self._instances(slug).items()}
 
+    def _page(self, slug: str, handle: Handle) -> str:
+        """The Kaggle page of a handle: its task's primary instance at its version."""
+        return (
+            f"{kaggle_api.web_url()}/models/{_primary_instance(handle.task).handle(self.owner, slug, handle.version)}"
+        )
+
     def _info(self, slug: str, handle: Handle, manifest: dict) -> VersionInfo:
-        inst = instances_of(handle.task, manifest)[0]
         return VersionInfo(
             handle,
             manifest["created"],
             manifest["weights"]["source"],
             primary_record(manifest)["sha256"],
-            f"{kaggle_api.web_url()}/models/{inst.handle(self.owner, slug, handle.version)}",
+            self._page(slug, handle),
             manifest.get("variant"),
         )
 
@@ -776,12 +800,13 @@ class KaggleHub(Hub):
             item = instances.get(primary.key)
             if item is None:
                 continue
-            record = {row.version: row for row in parse_record(item.overview) if _is_primary_row(task, row)}
+            record = _primary_rows(task, item.overview)
             for number in sorted(record):
                 row = record[number]
-                location = f"{kaggle_api.web_url()}/models/{primary.handle(self.owner, slug, number)}"
                 handle = Handle(self.namespace, key, task, number)
-                rows.append(VersionInfo(handle, row.created, row.weights, row.sha256, location, row.variant))
+                rows.append(
+                    VersionInfo(handle, row.created, row.weights, row.sha256, self._page(slug, handle), row.variant)
+                )
             if item.version_number and item.version_number not in record:
                 self.index_warnings.append(
                     f"{primary.handle(self.owner, slug, item.version_number)} has no checksum row (published by "
@@ -795,7 +820,7 @@ class KaggleHub(Hub):
         names = {path.name: role for role, path in artifact_files(Path(handle.task), handle.task).roles().items()}
         found: dict[str, str] = {}
         for key, rows in self._records(slug).items():
-            if key[1] != handle.task.replace("_", "-"):
+            if key[1] != variation_of(handle.task):
                 continue
             for row in rows:
                 if row.version == handle.version and row.file in names:
@@ -851,30 +876,21 @@ class KaggleHub(Hub):
 
     def published_models(self) -> dict[str, dict[str, list[int]]]:
         """``{base variant: {model name: [versions]}}`` of the owner's models that hold our records."""
-        from kagglehub.exceptions import handle_call
         from kagglesdk.models.types.model_api_service import ApiListModelsRequest
 
-        slugs: list[str] = []
-        token = ""
-        while True:
+        def listing():
+            request = ApiListModelsRequest()
+            request.owner = self.owner
+            return request
 
-            def page(token=token):
-                request = ApiListModelsRequest()
-                request.owner, request.page_token = self.owner, token
-                with self._client() as client:
-                    return handle_call(lambda: client.models.model_api_client.list_models(request))
-
-            response = self._call(f"the models of {self.owner}", page)
-            slugs += [m.slug for m in response.models]
-            token = response.next_page_token
-            if not token:
-                break
+        slugs = [
+            m.slug for page in self._pages(f"the models of {self.owner}", listing, "list_models") for m in page.models
+        ]
         out: dict[str, dict[str, list[int]]] = {}
         for slug in slugs:
             name = slug.removeprefix(VARIANT_PREFIX) if variant_named(slug.removeprefix(VARIANT_PREFIX)) else slug
             item = self._instances(slug).get(_primary_instance("classification").key)
-            rows = [r for r in parse_record(getattr(item, "overview", "")) if _is_primary_row("classification", r)]
-            for row in rows:
+            for row in _primary_rows("classification", getattr(item, "overview", "")).values():
                 out.setdefault(row.variant, {}).setdefault(name, []).append(row.version)
         return {base: {name: sorted(set(v)) for name, v in models.items()} for base, models in out.items()}
 
@@ -882,8 +898,8 @@ class KaggleHub(Hub):
 #: The Kaggle spelling of each framework, by the lower-case key the listing gives
 _FRAMEWORKS = {name.lower(): name for name in FRAMEWORKS}
 #: Every instance key this package makes, and those every publish makes
-_OUR_KEYS = {(fw, task.replace("_", "-")) for fw in _FRAMEWORKS for task in RELEASE_TASKS}
-_CORE_KEYS = {(fw, task.replace("_", "-")) for fw in ("tensorflow2", "keras") for task in TASKS}
+_OUR_KEYS = {(fw, variation_of(task)) for fw in _FRAMEWORKS for task in RELEASE_TASKS}
+_CORE_KEYS = {(fw, variation_of(task)) for fw in ("tensorflow2", "keras") for task in TASKS}
 
 
 def _instance_name(key: tuple[str, str]) -> str:
@@ -895,9 +911,12 @@ def _primary_instance(task: str) -> Instance:
     return Instance(task, "tensorFlow2" if has_savedmodel(task) else "keras", ())
 
 
-def _is_primary_row(task: str, row: RecordRow) -> bool:
-    """The row of the file a handle's sha256 is of: the TF Hub archive, or ``train.keras``."""
-    return row.file == (f"{task}.tar.gz" if has_savedmodel(task) else f"{task}.keras")
+def _primary_rows(task: str, overview: str) -> dict[int, RecordRow]:
+    """``{version: row}`` of the file a handle's sha256 is of (the TF Hub archive, or ``train.keras``)
+    in an instance's checksum table."""
+    files = artifact_files(Path(task), task)
+    name = (files.archive or files.keras).name
+    return {row.version: row for row in parse_record(overview) if row.file == name}
 
 
 def _view_folder(owner: str, slug: str, task: str, version: int) -> Path:
